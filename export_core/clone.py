@@ -1,0 +1,121 @@
+"""Step 2, clone-per-mode: one independent copy of the model for each mode.
+
+Each mode is traced from its own clone, so tracing the train step (which builds
+optimizer slots and metric variables and runs layers in training mode) can never
+touch the caller's model or another mode's graph. Clones carry the caller's
+weights and, for training, a copy of the optimizer's state (iteration count, Adam
+moments, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from export_core import constants as c
+from export_core.errors import CustomObjectError, ExportValidationError
+from export_core.validate import SUBCLASSED, ExportPlan, overrides_get_config
+
+
+@dataclass(frozen=True)
+class ModeClones:
+    """The clone used to trace each mode, keyed by mode name."""
+
+    models: Mapping[str, keras.Model]
+
+    def __getitem__(self, mode: str) -> keras.Model:
+        return self.models[mode]
+
+
+def clone_per_mode(
+    model: keras.Model, plan: ExportPlan, custom_objects: Mapping[str, Any] | None = None
+) -> ModeClones:
+    """Makes one clone per mode in ``plan.modes`` holding the model's current state.
+
+    Raises:
+        CustomObjectError: The model's config names a class or function that is not
+            registered and not in ``custom_objects``.
+        ExportValidationError: The clone does not have the model's variables.
+    """
+    clones = {}
+    for mode in plan.modes:
+        if plan.model_kind == SUBCLASSED and not overrides_get_config(model):
+            # Cannot be rebuilt from a config: serving-only, traced as is. Tracing
+            # model(x, training=False) reads the model; it changes no state.
+            clones[mode] = model
+            continue
+        clone = _clone(model, plan, custom_objects)
+        if mode != c.SERVE:
+            _copy_optimizer_state(model, clone)
+        clones[mode] = clone
+    return ModeClones(clones)
+
+
+def _clone(model: keras.Model, plan: ExportPlan, custom_objects: Mapping[str, Any] | None):
+    try:
+        with keras.saving.custom_object_scope(dict(custom_objects or {})):
+            clone = keras.models.clone_model(model)
+            if model.compiled and not clone.compiled:
+                clone.compile_from_config(model.get_compile_config())
+    except (TypeError, ValueError) as exc:
+        raise CustomObjectError(
+            f"Model '{model.name}' could not be cloned from its config: {exc}\n"
+            "If the model uses custom layers, activations, losses or metrics, pass them "
+            "as custom_objects={'name': object} (the name is the one in the error) or "
+            "register them with @keras.saving.register_keras_serializable()."
+        ) from exc
+    if not clone.built:
+        _build_like(clone, plan)
+    _copy_weights(model, clone)
+    return clone
+
+
+def _build_like(clone: keras.Model, plan: ExportPlan) -> None:
+    zeros = [
+        tf.zeros([d if d is not None else 1 for d in t.shape], tf.as_dtype(t.dtype))
+        for t in plan.inputs.tensors
+    ]
+    clone(plan.inputs.pack(zeros))
+
+
+def _copy_weights(model: keras.Model, clone: keras.Model) -> None:
+    source, target = model.weights, clone.weights
+    shapes = [tuple(v.shape) for v in source]
+    if shapes != [tuple(v.shape) for v in target]:
+        raise ExportValidationError(
+            f"The clone of model '{model.name}' has different weights than the model "
+            f"({len(target)} vs {len(source)}). A subclassed model's get_config()/"
+            "from_config() must rebuild the same layers in the same order."
+        )
+    for src, dst in zip(source, target, strict=True):
+        dst.assign(src.value)
+
+
+def _copy_optimizer_state(model: keras.Model, clone: keras.Model) -> None:
+    """Builds the clone's optimizer and copies the caller's optimizer variables.
+
+    An optimizer that never stepped has no slots yet; the clone then starts from
+    zeros too, exactly as the caller's would on its first step.
+    """
+    optimizer = clone.optimizer
+    if not optimizer.built:
+        optimizer.build(clone.trainable_variables)
+    source = model.optimizer
+    if not source.built:
+        pairs = [(source.iterations, optimizer.iterations)]
+    else:
+        if [tuple(v.shape) for v in source.variables] != [
+            tuple(v.shape) for v in optimizer.variables
+        ]:
+            raise ExportValidationError(
+                f"The optimizer of model '{model.name}' ({type(source).__name__}) holds "
+                "variables that its clone does not; export with serving_only=True."
+            )
+        pairs = list(zip(source.variables, optimizer.variables, strict=True))
+    for src, dst in pairs:
+        dst.assign(np.asarray(src.numpy()))

@@ -1,0 +1,154 @@
+"""The whole export, as the original API offered it, composed of the step functions.
+
+validate → clone-per-mode → trace → write-checkpoint → write-proto → verify-reload
+→ publish. The Prefect flow calls the same steps one task at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+from export_core import storage
+from export_core.clone import clone_per_mode
+from export_core.trace import trace_modes
+from export_core.validate import validate_export
+from export_core.verify import ParityReport, verify_reload
+from export_core.write import write_checkpoint, write_proto
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export produced.
+
+    Attributes:
+        path: Path or URI of the SavedModel folder (the version folder when timestamped).
+        version: The integer version, or None when ``timestamped=False``.
+        modes: The modes exported, e.g. ``("serve", "train", "eval")``.
+        parity: The verify-reload report, or None when verification was switched off.
+        seconds: Wall time per step.
+    """
+
+    path: str
+    version: int | None
+    modes: tuple[str, ...]
+    parity: ParityReport | None
+    seconds: Mapping[str, float] = field(default_factory=dict)
+
+
+def export_saved_model(
+    model: keras.Model,
+    saved_model_path: Any,
+    custom_objects: Mapping[str, Any] | None = None,
+    as_text: bool | None = False,
+    input_signature: Any = None,
+    serving_only: bool = False,
+    *,
+    timestamped: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
+    """Exports a Keras model as a SavedModel with serve, train and eval MetaGraphs.
+
+    Re-creates ``tf.contrib.saved_model.save_keras_model`` (r1.13, ``timestamped=True``)
+    and ``tf.keras.experimental.export_saved_model`` (r1.14, ``timestamped=False``)
+    for Keras 3. The train and eval graphs are written when the model is compiled
+    with an optimizer and a loss, unless ``serving_only``.
+
+    Args:
+        model: The Keras model. It is not modified (an unbuilt model given an
+            ``input_signature`` is built from it, as in the original API).
+        saved_model_path: Local path or fsspec URI (``file://``, ``s3://``, ``gs://``...).
+        custom_objects: Names to classes/functions the model's config refers to.
+        as_text: Write ``saved_model.pbtxt`` instead of ``saved_model.pb``.
+        input_signature: ``tf.TensorSpec`` (or list/dict of them) overriding the
+            model's inputs.
+        serving_only: Export only the ``serve`` MetaGraph.
+        timestamped: Write into ``<saved_model_path>/<int(time.time())>`` (the next
+            free integer if taken) instead of into ``saved_model_path`` itself.
+        storage_options: Options for the destination's fsspec filesystem.
+
+    Returns:
+        The path (or URI) of the folder holding the SavedModel.
+
+    Raises:
+        UnsupportedModelError: Subclassed model without get_config and not serving_only.
+        ExportValidationError: Invalid model, signature, options or destination.
+        VersionExistsError: ``timestamped=False`` and the folder is not empty.
+        VerificationError: The written model did not reload or match; nothing published.
+        StorageError: The destination could not be written; nothing published.
+    """
+    result = run_export(
+        model,
+        saved_model_path,
+        custom_objects=custom_objects,
+        as_text=bool(as_text),
+        input_signature=input_signature,
+        serving_only=serving_only,
+        timestamped=timestamped,
+        storage_options=storage_options,
+    )
+    return result.path
+
+
+def run_export(
+    model: keras.Model,
+    saved_model_path: Any,
+    *,
+    custom_objects: Mapping[str, Any] | None = None,
+    as_text: bool = False,
+    input_signature: Any = None,
+    serving_only: bool = False,
+    timestamped: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+    sample_inputs: Any = None,
+    verify: bool = True,
+) -> ExportResult:
+    """``export_saved_model`` returning the full ``ExportResult``.
+
+    ``sample_inputs`` (dict by input name, list, or one array) are the golden
+    inputs verify-reload compares on; ``verify=False`` skips that step.
+    """
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = round(now - clock, 4)
+        clock = now
+
+    plan = validate_export(
+        model,
+        saved_model_path,
+        custom_objects=custom_objects,
+        input_signature=input_signature,
+        serving_only=serving_only,
+        as_text=as_text,
+        timestamped=timestamped,
+        storage_options=storage_options,
+    )
+    lap("validate")
+    clones = clone_per_mode(model, plan, custom_objects)
+    lap("clone")
+    traced = trace_modes(clones, plan)
+    lap("trace")
+    dest = storage.Destination.parse(plan.destination, plan.storage_options)
+    build_dir = storage.new_build_dir(dest, plan.timestamped)
+    try:
+        write_checkpoint(traced, build_dir)
+        lap("write_checkpoint")
+        write_proto(traced, plan, build_dir)
+        lap("write_proto")
+        parity = None
+        if verify:
+            parity = verify_reload(build_dir, model, plan.inputs, plan.modes, sample_inputs)
+            lap("verify_reload")
+        published = storage.publish(build_dir, dest, plan.timestamped)
+        lap("publish")
+    finally:
+        storage.remove_build_dir(build_dir)
+    return ExportResult(published.path, published.version, plan.modes, parity, seconds)

@@ -1,0 +1,264 @@
+"""Destinations: one fsspec filesystem per export, version claims, and publishing.
+
+Everything goes through ``fsspec.core.url_to_fs(uri, **storage_options)``. The only
+backend-specific decision is how a finished build becomes visible:
+
+* local disk: the SavedModel is built in a hidden staging folder next to the
+  version folder and renamed into place — ``rename(2)`` is atomic, so a reader
+  sees either no version folder or a complete one;
+* any other backend (object stores have no atomic rename): the build is uploaded
+  to a staging prefix whose name TensorFlow Serving ignores (it only loads
+  integer-named folders), then copied into the version folder with
+  ``saved_model.pb`` after every other file, because serving systems take its
+  presence as "this version is complete" (TensorFlow's own ``save`` writes it
+  last for the same reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from export_core import constants as c
+from export_core.errors import ExportValidationError, StorageError, VersionExistsError
+
+log = logging.getLogger(__name__)
+
+STAGING_PREFIX = ".staging-"
+CLAIMS_DIR = ".claims"
+# Written last, after every file of the SavedModel itself.
+LAST_FILES = (c.SAVED_MODEL_PB, c.SAVED_MODEL_PBTXT)
+
+BACKEND_HINTS = {
+    "s3": "pip install s3fs",
+    "s3a": "pip install s3fs",
+    "gs": "pip install gcsfs",
+    "gcs": "pip install gcsfs",
+    "abfs": "pip install adlfs",
+    "az": "pip install adlfs",
+}
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A base path on some filesystem, as given by the caller."""
+
+    uri: str
+    fs: Any
+    path: str
+
+    @classmethod
+    def parse(cls, uri: Any, storage_options: Mapping[str, Any] | None = None) -> Destination:
+        """Resolves ``uri`` to a filesystem without touching the network.
+
+        Raises:
+            ExportValidationError: The path is empty or its scheme has no installed
+                fsspec backend.
+        """
+        if isinstance(uri, os.PathLike):
+            uri = os.fspath(uri)
+        if not isinstance(uri, str) or not uri.strip():
+            raise ExportValidationError(
+                f"saved_model_path must be a non-empty path or URI, received {uri!r}; "
+                "e.g. '/models/my_model', 's3://bucket/models/my_model'."
+            )
+        try:
+            fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+        except (ImportError, ValueError) as exc:
+            scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+            hint = BACKEND_HINTS.get(scheme, f"install the fsspec backend for '{scheme}://'")
+            raise ExportValidationError(
+                f"No usable fsspec filesystem for '{uri}' (scheme '{scheme}'): {exc}. "
+                f"Fix: {hint}, or use a local path / file://, s3://, gs:// URI."
+            ) from exc
+        return cls(uri=uri, fs=fs, path=path.rstrip("/") or path)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.path.rstrip("/"), *parts])
+
+    def uri_of(self, path: str) -> str:
+        """The URI a user would type for ``path`` on this filesystem."""
+        if self.is_local:
+            return path
+        return self.fs.unstrip_protocol(path)
+
+    def require_empty(self) -> None:
+        """Raises ``VersionExistsError`` when the destination holds anything."""
+        if self.is_local:
+            entries = os.listdir(self.path) if os.path.isdir(self.path) else []
+            if os.path.exists(self.path) and not os.path.isdir(self.path):
+                entries = [self.path]
+        else:
+            entries = self.fs.find(self.path) if self.fs.exists(self.path) else []
+        if entries:
+            raise VersionExistsError(
+                f"SavedModel folder '{self.uri}' already exists and is not empty "
+                f"({len(entries)} entries); nothing was written. Choose a new folder, "
+                "remove this one, or use timestamped=True to add a new version under it."
+            )
+
+    def versions(self) -> list[int]:
+        """Integer version folders under the base, oldest first."""
+        try:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path, detail=False)]
+        except FileNotFoundError:
+            return []
+        return sorted(int(n) for n in names if n.isdigit())
+
+
+def new_build_dir(dest: Destination, timestamped: bool) -> str:
+    """A private local folder to build the SavedModel in.
+
+    For local destinations it sits beside the final folder (same filesystem, so the
+    final rename is atomic) under a name TensorFlow Serving ignores.
+    """
+    if not dest.is_local:
+        return tempfile.mkdtemp(prefix="keras-export-")
+    parent = dest.path if timestamped else os.path.dirname(os.path.abspath(dest.path))
+    name = STAGING_PREFIX + uuid.uuid4().hex
+    if not timestamped:
+        name = f".{os.path.basename(dest.path)}{name}"
+    try:
+        os.makedirs(parent, exist_ok=True)
+        build_dir = os.path.join(parent, name)
+        os.mkdir(build_dir)
+    except OSError as exc:
+        raise StorageError(f"Cannot create a staging folder under '{parent}': {exc}") from exc
+    return build_dir
+
+
+def remove_build_dir(build_dir: str) -> None:
+    shutil.rmtree(build_dir, ignore_errors=True)
+
+
+def ordered_files(build_dir: str) -> list[str]:
+    """Relative paths of the build, ``saved_model.pb`` last."""
+    files = []
+    for root, _dirs, names in os.walk(build_dir):
+        for name in names:
+            files.append(os.path.relpath(os.path.join(root, name), build_dir).replace(os.sep, "/"))
+    return sorted(files, key=lambda f: (f in LAST_FILES, f))
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where a version landed."""
+
+    path: str
+    version: int | None
+
+
+def publish(build_dir: str, dest: Destination, timestamped: bool) -> Published:
+    """Makes a finished, verified build visible at the destination.
+
+    Raises:
+        VersionExistsError: ``timestamped=False`` and the folder filled up meanwhile.
+        StorageError: The destination could not be written; nothing is left visible.
+    """
+    if dest.is_local:
+        return _publish_local(build_dir, dest, timestamped)
+    return _publish_remote(build_dir, dest, timestamped)
+
+
+def _publish_local(build_dir: str, dest: Destination, timestamped: bool) -> Published:
+    if not timestamped:
+        try:
+            os.rename(build_dir, dest.path)  # replaces a missing or empty folder only
+        except OSError as exc:
+            if os.path.isdir(dest.path) and os.listdir(dest.path):
+                dest.require_empty()
+            raise StorageError(f"Cannot move the export into '{dest.path}': {exc}") from exc
+        return Published(dest.path, None)
+    version = claim_version(dest)
+    target = dest.join(str(version))
+    try:
+        os.rename(build_dir, target)  # onto the empty folder we claimed: atomic
+    except OSError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise StorageError(f"Cannot move the export into '{target}': {exc}") from exc
+    return Published(target, version)
+
+
+def claim_version(dest: Destination, start: int | None = None) -> int:
+    """Claims the first free integer version >= ``start`` (default: now, in seconds).
+
+    Claims are create-if-absent operations, so concurrent exports never share a
+    version; a taken integer moves on to the next one at once (no sleeping).
+    """
+    version = int(time.time()) if start is None else start
+    for _ in range(10_000):
+        if _try_claim(dest, version):
+            return version
+        version += 1
+    raise StorageError(f"Could not claim a free version folder under '{dest.uri}'.")
+
+
+def _try_claim(dest: Destination, version: int) -> bool:
+    target = dest.join(str(version))
+    if dest.is_local:
+        try:
+            os.mkdir(target)
+        except FileExistsError:
+            return False
+        return True
+    if dest.fs.exists(target):
+        return False
+    marker = dest.join(CLAIMS_DIR, str(version))
+    try:
+        with dest.fs.open(marker, "xb") as handle:
+            handle.write(uuid.uuid4().hex.encode())
+    except FileExistsError:
+        return False
+    return not dest.fs.exists(target)
+
+
+def _publish_remote(build_dir: str, dest: Destination, timestamped: bool) -> Published:
+    files = ordered_files(build_dir)
+    staging = dest.join(STAGING_PREFIX + uuid.uuid4().hex)
+    version = None
+    written: list[str] = []
+    try:
+        dest.fs.put(
+            [os.path.join(build_dir, f) for f in files], [f"{staging}/{f}" for f in files]
+        )
+        if timestamped:
+            version = claim_version(dest)
+            target = dest.join(str(version))
+        else:
+            dest.require_empty()
+            target = dest.path
+        for f in files:  # saved_model.pb comes last (see ordered_files)
+            dest.fs.copy(f"{staging}/{f}", f"{target}/{f}")
+            written.append(f"{target}/{f}")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, VersionExistsError):
+            raise
+        _quiet_rm(dest.fs, list(reversed(written)))
+        raise StorageError(f"Publishing to '{dest.uri}' failed: {exc}") from exc
+    finally:
+        _quiet_rm(dest.fs, [staging], recursive=True)
+        if version is not None:
+            _quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
+    return Published(dest.uri_of(target), version)
+
+
+def _quiet_rm(fs: Any, paths: list[str], recursive: bool = False) -> None:
+    for path in paths:
+        try:
+            fs.rm(path, recursive=recursive)
+        except (OSError, ValueError) as exc:
+            log.debug("cleanup of %s failed: %s", path, exc)

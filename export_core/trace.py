@@ -1,0 +1,210 @@
+"""Step 3, trace: one ``tf.function`` per mode, each over its own clone.
+
+Keras 3 layers cannot be rebuilt inside a TF1 ``tf.Graph`` the way the r1.13 exporter
+did, so every mode is a traced concrete function:
+
+* serve — ``model(x, training=False)``;
+* train — ``model(x, training=True)`` under a ``GradientTape``, one optimizer step
+  (which advances ``optimizer.iterations``, the graph's global step), loss and
+  compiled metrics, exactly as ``Model.train_step`` does;
+* eval — ``model(x, training=False)``, loss and compiled metrics, as ``test_step``.
+
+Each mode's functions hang off a root object whose variables are grouped into the
+lists named in ``constants`` (model, optimizer, metric variables), in the clone's
+own order. Because the clones are structurally identical, the same variable has
+the same checkpoint key in every mode, so a single checkpoint restores every
+MetaGraph. The roots track the backing ``tf.Variable`` of each Keras variable:
+those are what the functions capture, and what the TF1 session loader must find.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from export_core import constants as c
+from export_core.clone import ModeClones
+from export_core.errors import ExportValidationError
+from export_core.signature import TensorInfo, output_names
+from export_core.validate import ExportPlan
+
+
+@dataclass(frozen=True)
+class TracedMode:
+    """A mode's signature function, and the root object that tracks its variables."""
+
+    mode: str
+    function: Any  # tf ConcreteFunction with named inputs and a dict of outputs
+    root: Any  # AutoTrackable with the variable groups and the function
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    global_step: tf.Variable | None = None
+
+
+@dataclass(frozen=True)
+class TracedModes:
+    """All traced modes, in plan order."""
+
+    modes: Mapping[str, TracedMode]
+
+    def __getitem__(self, mode: str) -> TracedMode:
+        return self.modes[mode]
+
+    def __iter__(self):
+        return iter(self.modes.values())
+
+
+def trace_modes(clones: ModeClones, plan: ExportPlan) -> TracedModes:
+    """Traces every mode of ``plan`` on its clone.
+
+    Raises:
+        ExportValidationError: A mode's function cannot be traced (the message
+            says which mode and why).
+    """
+    serve = trace_serve(clones[c.SERVE], plan)
+    traced = {c.SERVE: serve}
+    for mode in plan.modes:
+        if mode != c.SERVE:
+            traced[mode] = trace_supervised(clones[mode], plan, mode, serve.outputs)
+    return TracedModes(traced)
+
+
+def trace_serve(model: keras.Model, plan: ExportPlan) -> TracedMode:
+    names: list[str] = []
+
+    def serve(*flat):
+        outputs = model(plan.inputs.pack(list(flat)), training=False)
+        names[:] = output_names(model, outputs)
+        return dict(zip(names, tf.nest.flatten(outputs), strict=True))
+
+    function = _concrete(serve, plan.inputs.tensor_specs(), c.SERVE)
+    root = _root(model, c.SERVE)
+    return TracedMode(
+        c.SERVE, function, root, plan.inputs.tensors, _output_infos(function, names)
+    )
+
+
+def trace_supervised(
+    model: keras.Model, plan: ExportPlan, mode: str, predictions: tuple[TensorInfo, ...]
+) -> TracedMode:
+    """Traces the train or eval step of a compiled clone."""
+    targets = tuple(_target_info(model, i, p) for i, p in enumerate(predictions))
+    n_inputs = len(plan.inputs.tensors)
+    pred_names = [p.name for p in predictions]
+    _build_metrics(model, plan, targets)
+    training = mode == c.TRAIN
+    order: list[str] = []
+
+    def step(*flat):
+        x = plan.inputs.pack(list(flat[:n_inputs]))
+        y = _pack_like(model, pred_names, list(flat[n_inputs:]))
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=training)
+            loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
+        if training and model.trainable_weights:
+            grads = tape.gradient(loss, model.trainable_weights)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_weights, strict=True))
+        results = model.compute_metrics(x, y, y_pred)
+        out = {c.LOSS_KEY: loss}
+        for name, value in zip(pred_names, tf.nest.flatten(y_pred), strict=True):
+            out[f"predictions/{name}"] = value
+        for name, value in results.items():
+            if name != c.LOSS_KEY:  # the loss tracker is not updated here; `loss` is exact
+                out[f"metrics/{name}/value"] = value
+                out[f"metrics/{name}/update_op"] = value
+        order[:] = list(out)
+        return out
+
+    specs = plan.inputs.tensor_specs() + [t.to_tensor_spec() for t in targets]
+    function = _concrete(step, specs, mode)
+    root = _root(model, mode)
+    return TracedMode(
+        mode,
+        function,
+        root,
+        plan.inputs.tensors + targets,
+        _output_infos(function, order),
+        global_step=model.optimizer.iterations.value,
+    )
+
+
+def _concrete(fn, specs: list[tf.TensorSpec], mode: str):
+    try:
+        return tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
+    except Exception as exc:
+        raise ExportValidationError(
+            f"Tracing the '{mode}' graph failed: {type(exc).__name__}: {exc}. Check "
+            "input_signature against what the model expects, and that custom layers "
+            "can run inside tf.function."
+        ) from exc
+
+
+def _root(model: keras.Model, mode: str):
+    """The object a mode's MetaGraph is saved from (see the module docstring)."""
+    root = tf.__internal__.tracking.AutoTrackable()
+    setattr(root, c.MODEL_VARIABLES, [v.value for v in model.variables])
+    if mode != c.SERVE:
+        setattr(root, c.OPTIMIZER_VARIABLES, [v.value for v in model.optimizer.variables])
+        setattr(root, c.METRIC_VARIABLES, [v.value for v in metric_variables(model)])
+    return root
+
+
+def metric_variables(model: keras.Model) -> list[Any]:
+    seen, found = set(), []
+    for metric in model.metrics:
+        for variable in metric.variables:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                found.append(variable)
+    return found
+
+
+def _output_infos(function, names: list[str]) -> tuple[TensorInfo, ...]:
+    outputs = function.structured_outputs
+    return tuple(TensorInfo.from_spec(outputs[n], n) for n in names)
+
+
+def _target_info(model: keras.Model, index: int, prediction: TensorInfo) -> TensorInfo:
+    loss = model.loss
+    if isinstance(loss, dict):
+        loss = loss.get(prediction.name)
+    elif isinstance(loss, list | tuple):
+        loss = loss[index] if index < len(loss) else None
+    loss_name = loss if isinstance(loss, str) else type(loss).__name__
+    loss_name = getattr(loss, "__name__", loss_name)
+    shape = prediction.shape
+    if "sparse" in str(loss_name).lower():
+        shape = shape[:-1]  # integer class ids, one per example
+    return TensorInfo(prediction.name + c.TARGET_SUFFIX, shape, prediction.dtype)
+
+
+def _pack_like(model: keras.Model, names: list[str], flat: list[Any]) -> Any:
+    """Targets in the structure ``compute_loss`` expects: like the outputs."""
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict):
+        return dict(zip(names, flat, strict=True))
+    if len(flat) == 1 and not isinstance(struct, list | tuple):
+        return flat[0]
+    return list(flat)
+
+
+def _build_metrics(model: keras.Model, plan: ExportPlan, targets: tuple[TensorInfo, ...]):
+    """Creates the compiled metrics' variables eagerly, then zeroes them.
+
+    Variables must exist before tracing, and a fresh ``evaluate()`` starts from
+    zeroed metrics, which is the state the eval/train graphs restore.
+    """
+    x = [np.zeros([d or 1 for d in t.shape], t.dtype) for t in plan.inputs.tensors]
+    y = [np.zeros([d or 1 for d in t.shape], t.dtype) for t in targets]
+    x_packed = plan.inputs.pack(x)
+    y_packed = _pack_like(model, [t.name[: -len(c.TARGET_SUFFIX)] for t in targets], y)
+    y_pred = model(x_packed, training=False)
+    model.compute_loss(x=x_packed, y=y_packed, y_pred=y_pred, training=False)
+    model.compute_metrics(x_packed, y_packed, y_pred)
+    for metric in model.metrics:
+        metric.reset_state()

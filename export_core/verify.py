@@ -1,0 +1,157 @@
+"""Step 6, verify-reload: load what was written with TensorFlow's own loaders.
+
+Both loaders are used because users meet both: the TF1 session loader is the path
+``saved_model_cli run`` and TensorFlow Serving take; ``tf.saved_model.load`` is
+the TF2 one. Serving predictions must match the in-memory model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from export_core import constants as c
+from export_core.errors import VerificationError
+from export_core.signature import InputSignature, output_names, synthesize_inputs
+
+RTOL = ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Outcome of verify-reload.
+
+    Attributes:
+        max_abs_diff: Largest |saved - in-memory| over all outputs and loaders.
+        per_output: The same, per serving output name.
+        loaders: The loaders that loaded and ran, e.g. ``("tf1:serve", "tf2:serve")``.
+        samples: How many examples were compared.
+        synthesized: Whether the inputs were synthesized from the signature.
+    """
+
+    max_abs_diff: float
+    per_output: Mapping[str, float]
+    loaders: tuple[str, ...]
+    samples: int
+    synthesized: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["per_output"] = dict(self.per_output)
+        data["loaders"] = list(self.loaders)
+        return data
+
+
+def verify_reload(
+    saved_model_dir: str,
+    model: keras.Model,
+    inputs: InputSignature,
+    modes: tuple[str, ...],
+    sample_inputs: Any = None,
+) -> ParityReport:
+    """Reloads every MetaGraph with both loaders and checks serving parity.
+
+    Raises:
+        VerificationError: A MetaGraph does not load or run, or predictions differ
+            from the in-memory model by more than rtol=atol=1e-5.
+    """
+    synthesized = sample_inputs is None
+    feeds = normalize_samples(inputs, synthesize_inputs(inputs) if synthesized else sample_inputs)
+    expected = _expected(model, inputs, feeds)
+    results: dict[str, dict[str, np.ndarray]] = {}
+    for mode in modes:
+        tag = c.TAGS[mode][0]
+        got = _run_tf1(saved_model_dir, tag, feeds if mode == c.SERVE else None)
+        if got is not None:
+            results[f"tf1:{tag}"] = got
+        got = _run_tf2(saved_model_dir, tag, feeds if mode == c.SERVE else None, len(modes))
+        if got is not None:
+            results[f"tf2:{tag}"] = got
+    per_output = _compare(expected, results)
+    return ParityReport(
+        max_abs_diff=max(per_output.values(), default=0.0),
+        per_output=per_output,
+        loaders=tuple(f"{kind}:{c.TAGS[m][0]}" for m in modes for kind in ("tf1", "tf2")),
+        samples=int(next(iter(feeds.values())).shape[0]) if feeds else 0,
+        synthesized=synthesized,
+    )
+
+
+def normalize_samples(inputs: InputSignature, samples: Any) -> dict[str, np.ndarray]:
+    """Accepts a dict by input name, a list in input order, or one array."""
+    if isinstance(samples, Mapping):
+        missing = [n for n in inputs.names if n not in samples]
+        if missing:
+            raise VerificationError(
+                f"sample_inputs lacks {missing}; give one array per serving input "
+                f"{list(inputs.names)}."
+            )
+        return {n: np.asarray(samples[n]) for n in inputs.names}
+    seq = list(samples) if isinstance(samples, list | tuple) else [samples]
+    if len(seq) != len(inputs.names):
+        raise VerificationError(
+            f"sample_inputs has {len(seq)} arrays; the model has {len(inputs.names)} "
+            f"serving inputs {list(inputs.names)}."
+        )
+    return {n: np.asarray(v) for n, v in zip(inputs.names, seq, strict=True)}
+
+
+def _expected(model, inputs: InputSignature, feeds: dict) -> dict[str, np.ndarray]:
+    flat = [tf.constant(feeds[n]) for n in inputs.names]
+    outputs = model(inputs.pack(flat), training=False)
+    names = output_names(model, outputs)
+    return {n: np.asarray(v) for n, v in zip(names, tf.nest.flatten(outputs), strict=True)}
+
+
+def _run_tf1(path: str, tag: str, feeds: dict | None) -> dict[str, np.ndarray] | None:
+    try:
+        with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+            meta_graph = tf.compat.v1.saved_model.load(sess, [tag], path)
+            if feeds is None:
+                return None
+            signature = meta_graph.signature_def[c.SIGNATURE_KEYS[c.SERVE]]
+            fetches = {k: v.name for k, v in signature.outputs.items()}
+            feed_dict = {signature.inputs[k].name: v for k, v in feeds.items()}
+            return sess.run(fetches, feed_dict)
+    except Exception as exc:
+        raise VerificationError(
+            f"The '{tag}' MetaGraph of {path} failed in the TF1 session loader "
+            f"(the path of saved_model_cli and TensorFlow Serving): {exc}"
+        ) from exc
+
+
+def _run_tf2(path: str, tag: str, feeds: dict | None, n_graphs: int):
+    try:
+        loaded = tf.saved_model.load(path) if n_graphs == 1 else tf.saved_model.load(path, [tag])
+        if feeds is None:
+            return None
+        fn = loaded.signatures[c.SIGNATURE_KEYS[c.SERVE]]
+        out = fn(**{k: tf.constant(v) for k, v in feeds.items()})
+        return {k: v.numpy() for k, v in out.items()}
+    except Exception as exc:
+        raise VerificationError(
+            f"The '{tag}' MetaGraph of {path} failed in tf.saved_model.load: {exc}"
+        ) from exc
+
+
+def _compare(expected: dict, results: dict) -> dict[str, float]:
+    diffs: dict[str, float] = {}
+    for loader, got in results.items():
+        for name, want in expected.items():
+            if name not in got:
+                raise VerificationError(f"{loader}: serving output '{name}' is missing.")
+            have = np.asarray(got[name])
+            if have.shape != want.shape or not np.allclose(have, want, rtol=RTOL, atol=ATOL):
+                diff = float(np.max(np.abs(have - want))) if have.shape == want.shape else np.inf
+                raise VerificationError(
+                    f"{loader}: serving output '{name}' differs from the in-memory model "
+                    f"(max |diff| {diff:.3g}, shapes {have.shape} vs {want.shape}, "
+                    f"tolerance rtol=atol={RTOL}). The version was not published."
+                )
+            diffs[name] = max(diffs.get(name, 0.0), float(np.max(np.abs(have - want), initial=0)))
+    return diffs
