@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.saving.serialization_lib import SafeModeScope
 
 from export_core import constants as c
 from export_core.errors import CustomObjectError, ExportValidationError
@@ -58,7 +59,9 @@ def clone_per_mode(
 
 def _clone(model: keras.Model, plan: ExportPlan, custom_objects: Mapping[str, Any] | None):
     try:
-        with keras.saving.custom_object_scope(dict(custom_objects or {})):
+        # The caller's own in-memory model is trusted code: a Lambda layer in it
+        # must clone. (Loading a config from disk stays in safe mode, see load.py.)
+        with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
             clone = keras.models.clone_model(model)
             if model.compiled and not clone.compiled:
                 clone.compile_from_config(model.get_compile_config())

@@ -204,6 +204,7 @@ def _model_input_names(model: Any) -> list[str] | None:
 
 
 def _input_layer_name(tensor: Any) -> str:
+    """The name of the layer that produced a symbolic Keras tensor."""
     history = getattr(tensor, "_keras_history", None)
     if history is not None:
         return history.operation.name
@@ -215,7 +216,10 @@ def output_names(model: Any, outputs: Any) -> list[str]:
     if isinstance(outputs, dict):
         return sorted(outputs)
     flat = tf.nest.flatten(outputs)
-    names = list(getattr(model, "output_names", None) or [])
+    try:  # output layers' names, as the original API named predict outputs
+        names = [_input_layer_name(t) for t in model.outputs]
+    except (AttributeError, ValueError, TypeError):
+        names = list(getattr(model, "output_names", None) or [])
     if len(names) == len(flat) and len(set(names)) == len(names):
         return names
     return [f"output_{i}" for i in range(len(flat))]
