@@ -20,7 +20,7 @@ from keras.src.saving.serialization_lib import SafeModeScope
 
 from export_core import constants as c
 from export_core.errors import CustomObjectError, ExportValidationError
-from export_core.validate import SUBCLASSED, ExportPlan, overrides_get_config
+from export_core.validate import ExportPlan
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def clone_per_mode(
     """
     clones = {}
     for mode in plan.modes:
-        if plan.model_kind == SUBCLASSED and not overrides_get_config(model):
+        if not plan.cloneable:
             # Cannot be rebuilt from a config: serving-only, traced as is. Tracing
             # model(x, training=False) reads the model; it changes no state.
             clones[mode] = model

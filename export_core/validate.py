@@ -38,6 +38,8 @@ class ExportPlan:
         timestamped: Whether a version folder is created under ``destination``.
         as_text: Whether the proto is written as ``saved_model.pbtxt``.
         storage_options: Options for the fsspec filesystem of ``destination``.
+        cloneable: Whether the model can be rebuilt from its config; when not (a
+            serving-only export), the serving graph is traced from the model itself.
     """
 
     modes: tuple[str, ...]
@@ -48,6 +50,7 @@ class ExportPlan:
     timestamped: bool = True
     as_text: bool = False
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    cloneable: bool = True
 
 
 def validate_export(
@@ -85,15 +88,24 @@ def validate_export(
     inputs = infer_input_signature(model, input_signature)
     check_finite_weights(model)
     modes = (c.SERVE,) if serving_only or not is_trainable_compiled(model) else c.MODES
+    model_json = model_config_json(model)
+    cloneable = model_json is not None and (kind != SUBCLASSED or overrides_get_config(model))
+    if not cloneable and modes != (c.SERVE,):
+        raise UnsupportedModelError(
+            f"Model '{model.name}' cannot produce a config (get_config() failed), so it "
+            "cannot be cloned to trace the train and eval graphs. Fix get_config() or "
+            "pass serving_only=True."
+        )
     return ExportPlan(
         modes=modes,
         inputs=inputs,
         model_kind=kind,
-        model_json=model_config_json(model),
+        model_json=model_json,
         destination=destination.uri,
         timestamped=timestamped,
         as_text=as_text,
         storage_options=dict(storage_options or {}),
+        cloneable=cloneable,
     )
 
 
