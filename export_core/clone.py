@@ -19,7 +19,11 @@ import tensorflow as tf
 from keras.src.saving.serialization_lib import SafeModeScope
 
 from export_core import constants as c
-from export_core.errors import CustomObjectError, ExportValidationError
+from export_core.errors import (
+    CustomObjectError,
+    ExportValidationError,
+    missing_custom_object_message,
+)
 from export_core.validate import ExportPlan
 
 
@@ -67,10 +71,7 @@ def _clone(model: keras.Model, plan: ExportPlan, custom_objects: Mapping[str, An
                 clone.compile_from_config(model.get_compile_config())
     except (TypeError, ValueError) as exc:
         raise CustomObjectError(
-            f"Model '{model.name}' could not be cloned from its config: {exc}\n"
-            "If the model uses custom layers, activations, losses or metrics, pass them "
-            "as custom_objects={'name': object} (the name is the one in the error) or "
-            "register them with @keras.saving.register_keras_serializable()."
+            missing_custom_object_message(f"Model '{model.name}'", exc)
         ) from exc
     if not clone.built:
         _build_like(clone, plan)

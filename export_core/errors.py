@@ -49,3 +49,28 @@ class StorageError(ExportError, OSError):
 
 class VerificationError(ExportError, RuntimeError):
     """The written SavedModel failed to reload or did not match the model."""
+
+
+def missing_custom_object_message(subject: str, exc: BaseException) -> str:
+    """Explains a Keras deserialization failure, naming the missing object if known."""
+    import re
+
+    if "safe_mode" in str(exc):
+        return (
+            f"{subject} contains Python code (e.g. a Lambda layer) that safe mode refuses to "
+            "load. If you trust where it came from, pass safe_mode=False.\nKeras said: "
+            + str(exc)
+        )
+    found = re.search(r"Could not locate (?:function|class) '([^']+)'", str(exc))
+    if found:
+        name = found.group(1)
+        return (
+            f"{subject} uses '{name}', which is neither registered with Keras nor in "
+            f"custom_objects. Fix: pass custom_objects={{'{name}': {name}}} or decorate it "
+            "with @keras.saving.register_keras_serializable().\nKeras said: " + str(exc)
+        )
+    return (
+        f"{subject} could not be rebuilt from its config: {exc}\nIf it uses custom "
+        "layers, activations, losses or metrics, pass them as custom_objects={'name': obj} "
+        "or register them with @keras.saving.register_keras_serializable()."
+    )

@@ -14,7 +14,12 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from export_core import constants as c
 from export_core import storage
-from export_core.errors import CustomObjectError, ExportValidationError, StorageError
+from export_core.errors import (
+    CustomObjectError,
+    ExportValidationError,
+    StorageError,
+    missing_custom_object_message,
+)
 
 
 def load_from_saved_model(
@@ -54,8 +59,7 @@ def load_from_saved_model(
             )
         except (TypeError, ValueError) as exc:
             raise CustomObjectError(
-                f"Cannot rebuild the model from {saved_model_path}/{c.MODEL_JSON}: {exc}\n"
-                "Pass the custom layers/functions it uses as custom_objects={'name': obj}."
+                missing_custom_object_message(f"The model in {saved_model_path}", exc)
             ) from exc
         if not model.built:
             _build_from_serving_signature(model, local)

@@ -90,11 +90,13 @@ class Destination:
     def join(self, *parts: str) -> str:
         return "/".join([self.path.rstrip("/"), *parts])
 
-    def uri_of(self, path: str) -> str:
-        """The URI a user would type for ``path`` on this filesystem."""
+    def child_uri(self, name: str | None) -> str:
+        """The caller's URI for the base, or for one folder directly under it."""
+        if name is None:
+            return self.uri
         if self.is_local:
-            return path
-        return self.fs.unstrip_protocol(path)
+            return self.join(name)
+        return f"{self.uri.rstrip('/')}/{name}"
 
     def require_empty(self) -> None:
         """Raises ``VersionExistsError`` when the destination holds anything."""
@@ -253,7 +255,7 @@ def _publish_remote(build_dir: str, dest: Destination, timestamped: bool) -> Pub
         _quiet_rm(dest.fs, [staging], recursive=True)
         if version is not None:
             _quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
-    return Published(dest.uri_of(target), version)
+    return Published(dest.child_uri(None if version is None else str(version)), version)
 
 
 def _quiet_rm(fs: Any, paths: list[str], recursive: bool = False) -> None:

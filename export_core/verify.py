@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.saved_model import loader_impl
 
 from export_core import constants as c
 from export_core.errors import VerificationError
@@ -64,12 +65,13 @@ def verify_reload(
     feeds = normalize_samples(inputs, synthesize_inputs(inputs) if synthesized else sample_inputs)
     expected = _expected(model, inputs, feeds)
     results: dict[str, dict[str, np.ndarray]] = {}
+    n_graphs = len(loader_impl.parse_saved_model(saved_model_dir).meta_graphs)
     for mode in modes:
         tag = c.TAGS[mode][0]
         got = _run_tf1(saved_model_dir, tag, feeds if mode == c.SERVE else None)
         if got is not None:
             results[f"tf1:{tag}"] = got
-        got = _run_tf2(saved_model_dir, tag, feeds if mode == c.SERVE else None, len(modes))
+        got = _run_tf2(saved_model_dir, tag, feeds if mode == c.SERVE else None, n_graphs)
         if got is not None:
             results[f"tf2:{tag}"] = got
     per_output = _compare(expected, results)
@@ -126,6 +128,8 @@ def _run_tf1(path: str, tag: str, feeds: dict | None) -> dict[str, np.ndarray] |
 
 
 def _run_tf2(path: str, tag: str, feeds: dict | None, n_graphs: int):
+    # A single-MetaGraph SavedModel must load without tags= (as TFSMLayer does);
+    # with several, the TF2 loader requires them.
     try:
         loaded = tf.saved_model.load(path) if n_graphs == 1 else tf.saved_model.load(path, [tag])
         if feeds is None:

@@ -1,0 +1,116 @@
+"""Points 11-12: verify-reload catches mismatches; bad input fails clearly, writes nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import export_core
+from export_core.verify import verify_reload
+from tests import models
+
+
+class EagerOnlyScale(keras.layers.Layer):
+    """Behaves differently when traced than when run eagerly: a real class of bug
+    (Python-side branching on execution mode) that only a reload check catches."""
+
+    def call(self, inputs):
+        return inputs * (2.0 if tf.executing_eagerly() else 3.0)
+
+
+def test_mismatch_raises_and_publishes_nothing(tmp_path):
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, EagerOnlyScale()(inputs))
+    with pytest.raises(export_core.VerificationError, match="differs from the in-memory model"):
+        export_core.export_saved_model(model, str(tmp_path), serving_only=True)
+    assert os.listdir(tmp_path) == [], "no version, no staging folder left behind"
+
+
+def test_verify_uses_golden_inputs_when_given(tmp_path):
+    model = models.functional_regressor()
+    golden = {"features": np.full((5, 3), 0.5, "float32")}
+    result = export_core.run_export(model, str(tmp_path), sample_inputs=golden)
+    assert result.parity.samples == 5 and not result.parity.synthesized
+    assert set(result.parity.loaders) == {f"{k}:{t}" for k in ("tf1", "tf2")
+                                          for t in ("serve", "train", "eval")}
+    assert result.parity.max_abs_diff <= 1e-5
+
+
+def test_verify_rejects_a_savedmodel_of_another_model(tmp_path):
+    path = export_core.export_saved_model(models.functional_regressor(), str(tmp_path))
+    other = models.functional_regressor()  # different random weights
+    plan_inputs = export_core.validate.validate_export(other, str(tmp_path / "x")).inputs
+    with pytest.raises(export_core.VerificationError, match="max \\|diff\\|"):
+        verify_reload(path, other, plan_inputs, ("serve",))
+
+
+def test_non_keras_object_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="Expected a keras.Model, received dict"):
+        export_core.export_saved_model({"not": "a model"}, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_weights_are_rejected(tmp_path):
+    model = models.functional_regressor()
+    kernel = model.get_layer("hidden").kernel
+    kernel.assign(np.where(np.eye(3, 5) > 0, np.nan, kernel.numpy()))
+    with pytest.raises(ValueError, match="hidden/kernel.*non-finite"):
+        export_core.export_saved_model(model, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_custom_object_is_named_with_the_fix(tmp_path):
+    def swish6(x):
+        return keras.ops.minimum(x * keras.ops.sigmoid(x), 6.0)
+
+    inputs = keras.Input((1,), name="x")
+    model = keras.Model(inputs, keras.layers.Activation(swish6)(inputs))
+    model.compile("sgd", "mse")
+    with pytest.raises(export_core.CustomObjectError, match="swish6.*custom_objects"):
+        export_core.export_saved_model(model, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("custom_objects", [["relu6"], {"relu6": "relu6"}, {3: abs}])
+def test_malformed_custom_objects_are_rejected(tmp_path, custom_objects):
+    with pytest.raises(export_core.CustomObjectError, match="custom_objects"):
+        export_core.export_saved_model(
+            models.functional_regressor(), str(tmp_path / "out"), custom_objects=custom_objects
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_scheme_without_backend_is_rejected_with_the_fix():
+    with pytest.raises(ValueError, match="nosuchfs.*fsspec backend"):
+        export_core.export_saved_model(models.functional_regressor(), "nosuchfs://bucket/model")
+
+
+def test_malformed_input_signature_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="tf.TensorSpec"):
+        export_core.export_saved_model(
+            models.functional_regressor(), str(tmp_path / "out"), input_signature=[(None, 3)]
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_errors_pickle_for_prefect():
+    import pickle
+
+    for error in (
+        export_core.VersionExistsError("taken"),
+        export_core.VerificationError("mismatch"),
+        export_core.CustomObjectError("missing"),
+    ):
+        clone = pickle.loads(pickle.dumps(error))
+        assert type(clone) is type(error) and str(clone) == str(error)
+
+
+def test_export_core_never_imports_prefect():
+    code = "import sys, export_core; assert 'prefect' not in sys.modules, 'prefect imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
