@@ -58,8 +58,7 @@ def missing_custom_object_message(subject: str, exc: BaseException) -> str:
     if "safe_mode" in str(exc):
         return (
             f"{subject} contains Python code (e.g. a Lambda layer) that safe mode refuses to "
-            "load. If you trust where it came from, pass safe_mode=False.\nKeras said: "
-            + str(exc)
+            "load. If you trust where it came from, pass safe_mode=False.\nKeras said: " + str(exc)
         )
     found = re.search(r"Could not locate (?:function|class) '([^']+)'", str(exc))
     if found:

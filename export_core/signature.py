@@ -230,8 +230,10 @@ def synthesize_inputs(signature: InputSignature, batch_size: int = 4, seed: int 
     rng = np.random.default_rng(seed)
     samples = {}
     for info in signature.tensors:
-        shape = [batch_size if i == 0 and d is None else (d if d is not None else 3)
-                 for i, d in enumerate(info.shape)]
+        shape = [
+            batch_size if i == 0 and d is None else (d if d is not None else 3)
+            for i, d in enumerate(info.shape)
+        ]
         dtype = tf.as_dtype(info.dtype)
         if dtype.is_floating:
             value = rng.standard_normal(shape).astype(dtype.as_numpy_dtype)

@@ -234,9 +234,7 @@ def _publish_remote(build_dir: str, dest: Destination, timestamped: bool) -> Pub
     version = None
     written: list[str] = []
     try:
-        dest.fs.put(
-            [os.path.join(build_dir, f) for f in files], [f"{staging}/{f}" for f in files]
-        )
+        dest.fs.put([os.path.join(build_dir, f) for f in files], [f"{staging}/{f}" for f in files])
         if timestamped:
             version = claim_version(dest)
             target = dest.join(str(version))

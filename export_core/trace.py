@@ -84,9 +84,7 @@ def trace_serve(model: keras.Model, plan: ExportPlan) -> TracedMode:
 
     function = _concrete(serve, plan.inputs.tensor_specs(), c.SERVE)
     root = _root(model, c.SERVE)
-    return TracedMode(
-        c.SERVE, function, root, plan.inputs.tensors, _output_infos(function, names)
-    )
+    return TracedMode(c.SERVE, function, root, plan.inputs.tensors, _output_infos(function, names))
 
 
 def trace_supervised(

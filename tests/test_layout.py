@@ -99,7 +99,9 @@ def test_non_timestamped_refuses_non_empty_folder_and_writes_nothing(tmp_path):
     target.mkdir()
     (target / "keep.txt").write_text("precious")
     with pytest.raises(FileExistsError, match="not empty") as info:
-        export_core.export_saved_model(models.functional_regressor(), str(target), timestamped=False)
+        export_core.export_saved_model(
+            models.functional_regressor(), str(target), timestamped=False
+        )
     assert isinstance(info.value, AssertionError)
     assert files_under(target) == {"keep.txt"}
     assert sorted(os.listdir(tmp_path)) == ["model"]

@@ -102,7 +102,10 @@ def test_train_op_is_reachable_the_way_tensorflow_loaders_expect(trained_functio
         train_op = loader_impl.get_train_op(meta_graph)
         assert train_op is not None
         signature = meta_graph.signature_def["train"]
-        feeds = {signature.inputs["features"].name: x, signature.inputs["prediction_target"].name: y}
+        feeds = {
+            signature.inputs["features"].name: x,
+            signature.inputs["prediction_target"].name: y,
+        }
         step = tf.compat.v1.train.get_global_step(sess.graph)
         sess.run(train_op, feeds)
         assert sess.run(step) == models.STEPS + 1
@@ -185,4 +188,6 @@ def test_serving_only_export_is_a_single_metagraph_for_every_loader(tmp_path, ba
     assert_allclose(plain(features=tf.constant(batch))["prediction"], expected, atol=1e-5)
     layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
     assert_allclose(layer(batch)["prediction"], expected, atol=1e-5)
-    assert_allclose(models.tf1_predict(path, {"features": batch})["prediction"], expected, atol=1e-5)
+    assert_allclose(
+        models.tf1_predict(path, {"features": batch})["prediction"], expected, atol=1e-5
+    )

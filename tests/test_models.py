@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -54,8 +52,9 @@ def test_sequential_model_exports_all_modes(tmp_path):
     labels = np.array([0, 2, 1, 1, 0])
     model.train_on_batch(x, labels)
     path = export_core.export_saved_model(model, str(tmp_path))
-    assert_allclose(models.tf1_predict(path, {"pixels": x})["probs"], model.predict(x, verbose=0),
-                    atol=1e-5)
+    assert_allclose(
+        models.tf1_predict(path, {"pixels": x})["probs"], model.predict(x, verbose=0), atol=1e-5
+    )
     sess, meta_graph = tf1_load(path, "eval")
     with sess:
         signature = meta_graph.signature_def["eval"]
@@ -96,8 +95,9 @@ def test_dict_input_model(tmp_path):
     model = models.dict_input_model()
     feeds = {"age": np.array([[30.0], [50.0]], "float32"), "income": np.ones((2, 1), "float32")}
     path = export_core.export_saved_model(model, str(tmp_path))
-    assert_allclose(models.tf1_predict(path, feeds)["risk"], model.predict(feeds, verbose=0),
-                    atol=1e-5)
+    assert_allclose(
+        models.tf1_predict(path, feeds)["risk"], model.predict(feeds, verbose=0), atol=1e-5
+    )
     sess, meta_graph = tf1_load(path, "train")
     with sess:
         assert set(meta_graph.signature_def["train"].inputs) == {"age", "income", "risk_target"}
@@ -116,8 +116,9 @@ def test_custom_activation_via_custom_objects(tmp_path):
     served = models.tf1_predict(path, {"x": np.array([[7.0], [-3.0], [4.0]], "float32")})
     np.testing.assert_array_equal(served["act"], [[6.0], [0.0], [4.0]])
     loaded = export_core.load_from_saved_model(path, custom_objects={"relu6": relu6})
-    np.testing.assert_array_equal(loaded.predict(np.array([[7.0], [-3.0], [4.0]]), verbose=0),
-                                  [[6.0], [0.0], [4.0]])
+    np.testing.assert_array_equal(
+        loaded.predict(np.array([[7.0], [-3.0], [4.0]]), verbose=0), [[6.0], [0.0], [4.0]]
+    )
 
 
 def test_subclassed_without_get_config_refuses_before_writing(tmp_path, batch):
@@ -152,8 +153,11 @@ def test_subclassed_with_get_config_exports_all_modes(tmp_path, batch):
     y = np.ones((batch.shape[0], 1), "float32")
     model.train_on_batch(batch, y)
     path = export_core.export_saved_model(model, str(tmp_path))
-    assert_allclose(models.tf1_predict(path, {"inputs": batch})["output_0"],
-                    model.predict(batch, verbose=0), atol=1e-5)
+    assert_allclose(
+        models.tf1_predict(path, {"inputs": batch})["output_0"],
+        model.predict(batch, verbose=0),
+        atol=1e-5,
+    )
     sess, meta_graph = tf1_load(path, "eval")
     with sess:
         got = tf1_run(sess, meta_graph, "eval", {"inputs": batch, "output_0_target": y})
@@ -185,8 +189,11 @@ def test_input_signature_overrides_the_model_inputs(tmp_path, batch):
     model = models.functional_regressor()
     spec = [tf.TensorSpec((None, 3), tf.float32, name="renamed")]
     path = export_core.export_saved_model(model, str(tmp_path), input_signature=spec)
-    assert_allclose(models.tf1_predict(path, {"renamed": batch})["prediction"],
-                    model.predict(batch, verbose=0), atol=1e-5)
+    assert_allclose(
+        models.tf1_predict(path, {"renamed": batch})["prediction"],
+        model.predict(batch, verbose=0),
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,9 @@ def test_verify_uses_golden_inputs_when_given(tmp_path):
     golden = {"features": np.full((5, 3), 0.5, "float32")}
     result = export_core.run_export(model, str(tmp_path), sample_inputs=golden)
     assert result.parity.samples == 5 and not result.parity.synthesized
-    assert set(result.parity.loaders) == {f"{k}:{t}" for k in ("tf1", "tf2")
-                                          for t in ("serve", "train", "eval")}
+    assert set(result.parity.loaders) == {
+        f"{k}:{t}" for k in ("tf1", "tf2") for t in ("serve", "train", "eval")
+    }
     assert result.parity.max_abs_diff <= 1e-5
 
 

@@ -1,0 +1,121 @@
+"""Turning JSON-friendly parameters (URIs, import paths, dicts) into Python objects.
+
+Deployments pass only plain values; these helpers resolve them at the edge, with
+errors that name the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from export_core import storage
+from export_core.errors import CustomObjectError, ExportValidationError, StorageError
+
+
+def resolve_custom_objects(paths: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Imports ``"package.module:NAME"`` strings into ``{"NAME": object}``.
+
+    A mapping is returned as is (in-process callers may pass objects directly).
+    """
+    if paths is None:
+        return {}
+    if isinstance(paths, Mapping):
+        return dict(paths)
+    resolved = {}
+    for path in paths:
+        module_name, _, attr = str(path).partition(":")
+        if not module_name or not attr:
+            raise CustomObjectError(
+                f"custom_objects entry {path!r} is not an import path; use "
+                "'package.module:NAME', e.g. 'my_project.layers:Relu6'."
+            )
+        try:
+            obj = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise CustomObjectError(
+                f"custom_objects entry {path!r} cannot be imported ({exc}). Check the module "
+                "is installed where the flow runs and the name is spelled as in the code."
+            ) from exc
+        resolved[attr.rsplit(".", 1)[-1]] = obj
+    return resolved
+
+
+def signature_from_json(specs: Sequence[Mapping[str, Any]] | None) -> list[tf.TensorSpec] | None:
+    """``[{"shape": [null, 3], "dtype": "float32", "name": "x"}]`` -> ``tf.TensorSpec`` list."""
+    if specs is None:
+        return None
+    if isinstance(specs, Mapping) or not isinstance(specs, Sequence) or isinstance(specs, str):
+        raise ExportValidationError(
+            'input_signature must be a JSON list of {"shape", "dtype", "name"} objects, '
+            f'e.g. [{{"shape": [null, 3], "dtype": "float32", "name": "x"}}]; got {specs!r}.'
+        )
+    result = []
+    for i, spec in enumerate(specs):
+        try:
+            shape = [None if d is None else int(d) for d in spec["shape"]]
+            dtype = tf.as_dtype(spec.get("dtype", "float32"))
+            result.append(tf.TensorSpec(shape, dtype, name=spec.get("name")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExportValidationError(
+                f"input_signature[{i}] = {spec!r} is malformed ({exc}); each entry needs "
+                '"shape" (list of ints or null) and optionally "dtype" and "name".'
+            ) from exc
+    return result
+
+
+def load_keras_source(
+    uri: str,
+    custom_objects: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> keras.Model:
+    """Loads a ``.keras`` file from any fsspec URI (downloaded to a temp file).
+
+    Raises:
+        ExportValidationError: The file is missing, not a ``.keras`` archive, or corrupt.
+    """
+    if not str(uri).endswith(".keras"):
+        raise ExportValidationError(
+            f"Model source {uri!r} is not a .keras file; save the model with "
+            "model.save('model.keras') and pass that file's path or URI."
+        )
+    source = storage.Destination.parse(uri, storage_options)
+    with tempfile.TemporaryDirectory(prefix="keras-export-src-") as tmp:
+        local = source.path if source.is_local else os.path.join(tmp, "model.keras")
+        if not source.is_local:
+            try:
+                source.fs.get(source.path, local)
+            except FileNotFoundError as exc:
+                raise ExportValidationError(f"Model source {uri} does not exist.") from exc
+            except OSError as exc:
+                raise StorageError(f"Cannot read model source {uri}: {exc}") from exc
+        if not os.path.exists(local):
+            raise ExportValidationError(f"Model source {uri} does not exist.")
+        try:
+            return keras.saving.load_model(local, custom_objects=dict(custom_objects or {}))
+        except Exception as exc:
+            raise ExportValidationError(
+                f"Model source {uri} could not be loaded as a Keras model ({exc}). Is it a "
+                "complete .keras file written by model.save()?"
+            ) from exc
+
+
+def load_sample_inputs(uri: str | None, storage_options: Mapping[str, Any] | None = None):
+    """Golden inputs from an ``.npz`` file (one array per serving input name)."""
+    if uri is None:
+        return None
+    source = storage.Destination.parse(uri, storage_options)
+    try:
+        with source.fs.open(source.path, "rb") as handle, np.load(handle) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise ExportValidationError(f"sample_inputs {uri} is not a readable .npz: {exc}") from exc

@@ -1,0 +1,56 @@
+"""One Prefect task per export step; each is a thin wrapper over ``export_core``.
+
+TensorFlow steps receive models and traced graphs, which Prefect must not hash
+(``NO_CACHE``) and which retrying would not fix. Only the I/O step (publishing
+to the destination) retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from export_core import storage
+from export_core.clone import ModeClones, clone_per_mode
+from export_core.trace import TracedModes, trace_modes
+from export_core.validate import ExportPlan, validate_export
+from export_core.verify import ParityReport, verify_reload
+from export_core.write import WrittenFiles, write_checkpoint, write_proto
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate(model: Any, destination: str, **options: Any) -> ExportPlan:
+    return validate_export(model, destination, **options)
+
+
+@task(name="clone-per-mode", cache_policy=NO_CACHE)
+def clone(model: Any, plan: ExportPlan, custom_objects: dict | None) -> ModeClones:
+    return clone_per_mode(model, plan, custom_objects)
+
+
+@task(name="trace", cache_policy=NO_CACHE)
+def trace(clones: ModeClones, plan: ExportPlan) -> TracedModes:
+    return trace_modes(clones, plan)
+
+
+@task(name="write-checkpoint", cache_policy=NO_CACHE)
+def checkpoint(traced: TracedModes, build_dir: str) -> WrittenFiles:
+    return write_checkpoint(traced, build_dir)
+
+
+@task(name="write-proto", cache_policy=NO_CACHE)
+def proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> WrittenFiles:
+    return write_proto(traced, plan, build_dir)
+
+
+@task(name="verify-reload", cache_policy=NO_CACHE)
+def verify(build_dir: str, model: Any, plan: ExportPlan, sample_inputs: Any) -> ParityReport:
+    return verify_reload(build_dir, model, plan.inputs, plan.modes, sample_inputs)
+
+
+@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def publish(build_dir: str, plan: ExportPlan) -> storage.Published:
+    dest = storage.Destination.parse(plan.destination, plan.storage_options)
+    return storage.publish(build_dir, dest, plan.timestamped)
