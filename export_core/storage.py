@@ -221,8 +221,8 @@ def _try_claim(dest: Destination, version: int) -> bool:
         return False
     marker = dest.join(CLAIMS_DIR, str(version))
     try:
-        with dest.fs.open(marker, "xb") as handle:
-            handle.write(uuid.uuid4().hex.encode())
+        # fsspec's create-if-absent: If-None-Match on S3, ifGenerationMatch=0 on GCS.
+        dest.fs.pipe_file(marker, uuid.uuid4().hex.encode(), mode="create")
     except FileExistsError:
         return False
     return not dest.fs.exists(target)
@@ -230,7 +230,7 @@ def _try_claim(dest: Destination, version: int) -> bool:
 
 def _publish_remote(build_dir: str, dest: Destination, timestamped: bool) -> Published:
     files = ordered_files(build_dir)
-    staging = dest.join(STAGING_PREFIX + uuid.uuid4().hex)
+    staging = _remote_staging(dest, timestamped)
     version = None
     written: list[str] = []
     try:
@@ -254,6 +254,15 @@ def _publish_remote(build_dir: str, dest: Destination, timestamped: bool) -> Pub
         if version is not None:
             _quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
     return Published(dest.child_uri(None if version is None else str(version)), version)
+
+
+def _remote_staging(dest: Destination, timestamped: bool) -> str:
+    """A prefix TensorFlow Serving ignores; beside the target when it is the base itself."""
+    name = STAGING_PREFIX + uuid.uuid4().hex
+    if timestamped:
+        return dest.join(name)
+    parent, _, leaf = dest.path.rstrip("/").rpartition("/")
+    return f"{parent}/.{leaf}{name}" if parent else f".{leaf}{name}"
 
 
 def _quiet_rm(fs: Any, paths: list[str], recursive: bool = False) -> None:

@@ -46,3 +46,61 @@ def keras_seed():
 @pytest.fixture
 def batch():
     return np.random.default_rng(0).standard_normal((6, 3)).astype("float32")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    import logging
+
+    from tests.servers import S3Server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    from tests.servers import GCSServer
+
+    server = GCSServer().start()
+    yield server
+    server.stop()
+
+
+class Backend:
+    """A base URI on one storage backend, with its options and filesystem."""
+
+    def __init__(self, name: str, base: str, options: dict):
+        import fsspec
+
+        self.name, self.base, self.options = name, base, options
+        fsspec.AbstractFileSystem.clear_instance_cache()
+        self.fs, self.path = fsspec.core.url_to_fs(base, **options)
+
+    def listing(self, path: str | None = None) -> list[str]:
+        try:
+            return sorted(
+                p.rstrip("/").rsplit("/", 1)[-1]
+                for p in self.fs.ls(path or self.path, detail=False)
+            )
+        except FileNotFoundError:
+            return []
+
+
+@pytest.fixture(params=["local", "memory", "s3", "gcs"])
+def backend(request, tmp_path):
+    """One contract, every backend: local disk, fsspec memory, S3 and GCS servers."""
+    import uuid
+
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    if request.param == "local":
+        return Backend("local", str(tmp_path / "registry"), {})
+    if request.param == "memory":
+        return Backend("memory", f"memory://{bucket}/registry", {})
+    server = request.getfixturevalue(f"{request.param}_server")
+    scheme = "s3" if request.param == "s3" else "gs"
+    backend = Backend(request.param, f"{scheme}://{bucket}/registry", server.storage_options())
+    backend.fs.mkdir(bucket)
+    return backend

