@@ -11,7 +11,6 @@ import keras
 import pytest
 
 import export_core
-from export_core import storage
 from tests import models
 
 
@@ -42,23 +41,6 @@ def test_taken_timestamp_moves_to_next_free_integer(tmp_path, monkeypatch):
     path = export_core.export_saved_model(models.functional_regressor(), str(tmp_path))
     assert path == str(tmp_path / str(now + 2))
     assert (tmp_path / str(now + 1) / "saved_model.pb").read_bytes() == b"someone else's"
-
-
-def test_concurrent_claims_never_share_a_version(tmp_path):
-    dest = storage.Destination.parse(str(tmp_path))
-    claimed: list[int] = []
-    barrier = threading.Barrier(16)
-
-    def claim():
-        barrier.wait()
-        claimed.append(storage.claim_version(dest, start=1_800_000_000))
-
-    threads = [threading.Thread(target=claim) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(claimed) == list(range(1_800_000_000, 1_800_000_016))
 
 
 def test_concurrent_exports_to_one_base_get_distinct_complete_versions(tmp_path):
