@@ -27,6 +27,7 @@ VARIABLES_DIR = "variables"
 VARIABLES_PREFIX = "variables/variables"
 ASSETS_DIR = "assets"
 MODEL_JSON = "assets/saved_model.json"
+MANIFEST = "export_manifest.json"
 
 # Groups of variables in the checkpoint. Every MetaGraph's object graph uses the
 # same group names and orders, so one checkpoint serves all of them.

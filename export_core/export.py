@@ -13,11 +13,11 @@ from typing import Any
 
 import keras
 
-from export_core import storage
+from export_core import pipeline, storage
 from export_core.clone import clone_per_mode
 from export_core.trace import trace_modes
 from export_core.validate import validate_export
-from export_core.verify import ParityReport, verify_reload
+from export_core.verify import ParityReport
 from export_core.write import write_checkpoint, write_proto
 
 
@@ -106,11 +106,16 @@ def run_export(
     storage_options: Mapping[str, Any] | None = None,
     sample_inputs: Any = None,
     verify: bool = True,
+    keep_versions: int | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """``export_saved_model`` returning the full ``ExportResult``.
 
     ``sample_inputs`` (dict by input name, list, or one array) are the golden
     inputs verify-reload compares on; ``verify=False`` skips that step.
+    ``keep_versions`` prunes the oldest complete versions beyond that many after a
+    successful publish; ``source`` (e.g. ``{"uri": ..., "sha256": ...}``) goes into
+    the manifest.
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -138,17 +143,22 @@ def run_export(
     lap("trace")
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
     build_dir = storage.new_build_dir(dest, plan.timestamped)
+    staging = None
     try:
         write_checkpoint(traced, build_dir)
         lap("write_checkpoint")
         write_proto(traced, plan, build_dir)
         lap("write_proto")
+        draft, staging = pipeline.stage_build(build_dir, plan, source)
+        lap("stage")
         parity = None
         if verify:
-            parity = verify_reload(build_dir, model, plan.inputs, plan.modes, sample_inputs)
+            parity = pipeline.verify_landed(build_dir, staging, model, plan, draft, sample_inputs)
             lap("verify_reload")
-        published = storage.publish(build_dir, dest, plan.timestamped)
+        published, _pruned = pipeline.publish_version(
+            build_dir, staging, plan, draft, parity, keep_versions
+        )
         lap("publish")
     finally:
-        storage.remove_build_dir(build_dir)
+        storage.cleanup(build_dir, dest, staging)
     return ExportResult(published.path, published.version, plan.modes, parity, seconds)

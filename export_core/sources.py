@@ -119,3 +119,17 @@ def load_sample_inputs(uri: str | None, storage_options: Mapping[str, Any] | Non
             return {name: data[name] for name in data.files}
     except (OSError, ValueError) as exc:
         raise ExportValidationError(f"sample_inputs {uri} is not a readable .npz: {exc}") from exc
+
+
+def source_info(uri: str | None, storage_options: Mapping[str, Any] | None = None) -> dict:
+    """``{"uri", "sha256"}`` of a model file, streamed (for the manifest)."""
+    if uri is None:
+        return {"uri": None, "sha256": None}
+    import hashlib
+
+    source = storage.Destination.parse(uri, storage_options)
+    digest = hashlib.sha256()
+    with source.fs.open(source.path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"uri": uri, "sha256": digest.hexdigest()}

@@ -16,13 +16,15 @@ backend-specific decision is how a finished build becomes visible:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +38,10 @@ log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
 CLAIMS_DIR = ".claims"
-# Written last, after every file of the SavedModel itself.
+# saved_model.pb(txt) comes after every other file of the SavedModel, the manifest
+# after it: TF Serving takes the proto's presence as "complete".
 LAST_FILES = (c.SAVED_MODEL_PB, c.SAVED_MODEL_PBTXT)
+MANIFEST_FILE = c.MANIFEST
 
 BACKEND_HINTS = {
     "s3": "pip install s3fs",
@@ -148,12 +152,12 @@ def remove_build_dir(build_dir: str) -> None:
 
 
 def ordered_files(build_dir: str) -> list[str]:
-    """Relative paths of the build, ``saved_model.pb`` last."""
+    """Relative paths of the build: ``saved_model.pb`` after the rest, the manifest last."""
     files = []
     for root, _dirs, names in os.walk(build_dir):
         for name in names:
             files.append(os.path.relpath(os.path.join(root, name), build_dir).replace(os.sep, "/"))
-    return sorted(files, key=lambda f: (f in LAST_FILES, f))
+    return sorted(files, key=lambda f: (f == MANIFEST_FILE, f in LAST_FILES, f))
 
 
 @dataclass(frozen=True)
@@ -164,8 +168,50 @@ class Published:
     version: int | None
 
 
-def publish(build_dir: str, dest: Destination, timestamped: bool) -> Published:
+def stage(build_dir: str, dest: Destination, timestamped: bool) -> str | None:
+    """Uploads the build to a staging prefix at a remote destination.
+
+    Local builds already sit in their staging folder on the destination's disk;
+    for them this returns None. Files stream from disk (``fs.put``), so no
+    checkpoint shard is ever held in memory whole.
+
+    Raises:
+        StorageError: The upload failed; the partial staging prefix is removed.
+    """
+    if dest.is_local:
+        return None
+    files = ordered_files(build_dir)
+    staging = _remote_staging(dest, timestamped)
+    try:
+        dest.fs.put([os.path.join(build_dir, f) for f in files], [f"{staging}/{f}" for f in files])
+    except (OSError, ValueError) as exc:
+        _quiet_rm(dest.fs, [staging], recursive=True)
+        raise StorageError(f"Uploading to '{dest.uri}' failed: {safe_message(exc)}") from exc
+    return staging
+
+
+@contextlib.contextmanager
+def read_back(dest: Destination, build_dir: str, staging: str | None) -> Iterator[str]:
+    """Yields a local folder holding exactly what landed at the destination."""
+    if staging is None:
+        yield build_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="keras-export-landed-") as tmp:
+        try:
+            remote = dest.fs.find(staging)
+            rel = [r[len(staging) :].lstrip("/") for r in remote]
+            dest.fs.get(remote, [os.path.join(tmp, r) for r in rel])
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"Reading back '{dest.uri}' failed: {safe_message(exc)}") from exc
+        yield tmp
+
+
+def publish(
+    build_dir: str, dest: Destination, timestamped: bool, staging: str | None = None
+) -> Published:
     """Makes a finished, verified build visible at the destination.
+
+    The manifest (if the build has one) is the last file to appear.
 
     Raises:
         VersionExistsError: ``timestamped=False`` and the folder filled up meanwhile.
@@ -173,7 +219,16 @@ def publish(build_dir: str, dest: Destination, timestamped: bool) -> Published:
     """
     if dest.is_local:
         return _publish_local(build_dir, dest, timestamped)
-    return _publish_remote(build_dir, dest, timestamped)
+    if staging is None:
+        staging = stage(build_dir, dest, timestamped)
+    return _publish_remote(build_dir, dest, timestamped, staging)
+
+
+def cleanup(build_dir: str, dest: Destination, staging: str | None) -> None:
+    """Removes the local build and the remote staging prefix, whatever happened."""
+    remove_build_dir(build_dir)
+    if staging is not None:
+        _quiet_rm(dest.fs, [staging], recursive=True)
 
 
 def _publish_local(build_dir: str, dest: Destination, timestamped: bool) -> Published:
@@ -228,32 +283,63 @@ def _try_claim(dest: Destination, version: int) -> bool:
     return not dest.fs.exists(target)
 
 
-def _publish_remote(build_dir: str, dest: Destination, timestamped: bool) -> Published:
+def _publish_remote(
+    build_dir: str, dest: Destination, timestamped: bool, staging: str
+) -> Published:
     files = ordered_files(build_dir)
-    staging = _remote_staging(dest, timestamped)
     version = None
     written: list[str] = []
     try:
-        dest.fs.put([os.path.join(build_dir, f) for f in files], [f"{staging}/{f}" for f in files])
         if timestamped:
             version = claim_version(dest)
             target = dest.join(str(version))
         else:
             dest.require_empty()
             target = dest.path
-        for f in files:  # saved_model.pb comes last (see ordered_files)
-            dest.fs.copy(f"{staging}/{f}", f"{target}/{f}")
+        for f in files:  # everything, then saved_model.pb, then the manifest
+            if f == MANIFEST_FILE:  # written after verification: not in staging
+                dest.fs.put_file(os.path.join(build_dir, f), f"{target}/{f}")
+            else:
+                dest.fs.copy(f"{staging}/{f}", f"{target}/{f}")
             written.append(f"{target}/{f}")
     except (OSError, ValueError) as exc:
         if isinstance(exc, VersionExistsError):
             raise
         _quiet_rm(dest.fs, list(reversed(written)))
-        raise StorageError(f"Publishing to '{dest.uri}' failed: {exc}") from exc
+        raise StorageError(f"Publishing to '{dest.uri}' failed: {safe_message(exc)}") from exc
     finally:
-        _quiet_rm(dest.fs, [staging], recursive=True)
         if version is not None:
             _quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
     return Published(dest.child_uri(None if version is None else str(version)), version)
+
+
+def prune_versions(dest: Destination, keep: int, protect: int | None = None) -> list[int]:
+    """Removes the oldest complete versions beyond the newest ``keep``.
+
+    Only integer folders holding ``saved_model.pb`` count; anything else (staging,
+    half-written or foreign folders) is never touched, nor is ``protect``.
+    """
+    if keep < 1:
+        raise ExportValidationError(f"keep_versions must be >= 1, got {keep}.")
+    complete = [v for v in dest.versions() if _is_complete(dest, v)]
+    doomed = [v for v in complete[: max(0, len(complete) - keep)] if v != protect]
+    for version in doomed:
+        if dest.is_local:
+            shutil.rmtree(dest.join(str(version)))
+        else:
+            dest.fs.rm(dest.join(str(version)), recursive=True)
+    return doomed
+
+
+def _is_complete(dest: Destination, version: int) -> bool:
+    return any(dest.fs.exists(dest.join(str(version), name)) for name in LAST_FILES)
+
+
+def safe_message(exc: BaseException) -> str:
+    """An error message with anything that looks like a credential masked."""
+    text = str(exc)
+    pattern = r"(?i)(secret|token|key|signature|credential)[^\s,;&]*[=:]\s*\S+"
+    return re.sub(pattern, r"\1=***", text)
 
 
 def _remote_staging(dest: Destination, timestamped: bool) -> str:

@@ -1,7 +1,8 @@
-"""The export pipeline as a Prefect flow.
+"""The export pipeline as Prefect flows.
 
-validate → clone-per-mode → trace → write-checkpoint → write-proto → verify-reload
-→ publish, one task each. Parameters are JSON-friendly so a deployment can call it.
+validate → clone-per-mode → trace → write-checkpoint → write-proto → (stage) →
+verify-reload → publish, one task each. Parameters are JSON-friendly so a
+deployment can call the flows.
 """
 
 from __future__ import annotations
@@ -9,13 +10,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from export_core import sources, storage
+from export_core import run_export, sources, storage
 from tasks import steps
 
 
-@flow(name="export-keras-model", validate_parameters=False, log_prints=True)
+class _Laps:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._clock, 4)
+        self._clock = now
+
+
+@flow(name="export-keras-model", validate_parameters=False)
 def export_keras_model(
     model: Any,
     destination: str,
@@ -24,6 +39,7 @@ def export_keras_model(
     input_signature: list[dict] | None = None,
     custom_objects: list[str] | None = None,
     storage_options: dict | None = None,
+    keep_versions: int | None = None,
     sample_inputs: str | None = None,
     timestamped: bool = True,
 ) -> dict:
@@ -37,27 +53,22 @@ def export_keras_model(
         input_signature: ``[{"shape": [null, 3], "dtype": "float32", "name": "x"}]``.
         custom_objects: Import paths like ``"pkg.module:NAME"``.
         storage_options: fsspec options for the destination (and remote sources).
+        keep_versions: After publishing, keep only this many newest complete versions.
         sample_inputs: URI of an ``.npz`` of golden inputs for verify-reload.
         timestamped: Create an integer version folder under ``destination``.
 
     Returns:
-        ``path``, ``version``, ``modes``, ``parity`` and ``seconds`` per step.
+        ``path``, ``version``, ``modes``, ``tags``, ``signatures``, ``files``,
+        ``parity``, ``pruned`` and ``seconds`` per step.
     """
     logger = get_run_logger()
-    seconds: dict[str, float] = {}
-    clock = [time.perf_counter()]
-
-    def lap(step: str) -> None:
-        now = time.perf_counter()
-        seconds[step] = round(now - clock[0], 4)
-        clock[0] = now
-
+    lap = _Laps()
     objects = sources.resolve_custom_objects(custom_objects)
-    keras_model = (
-        sources.load_keras_source(model, objects, storage_options)
-        if isinstance(model, str)
-        else model
-    )
+    if isinstance(model, str):
+        keras_model = sources.load_keras_source(model, objects, storage_options)
+        source = sources.source_info(model, storage_options)
+    else:
+        keras_model, source = model, {"uri": None, "sha256": None, "name": model.name}
     samples = sources.load_sample_inputs(sample_inputs, storage_options)
     lap("load")
     plan = steps.validate(
@@ -77,22 +88,108 @@ def export_keras_model(
     lap("trace")
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
     build_dir = storage.new_build_dir(dest, plan.timestamped)
+    staging = None
     try:
         steps.checkpoint(traced, build_dir)
         lap("write_checkpoint")
         steps.proto(traced, plan, build_dir)
         lap("write_proto")
-        parity = steps.verify(build_dir, keras_model, plan, samples)
+        draft, staging = steps.stage(build_dir, plan, source)
+        logger.info("Staged %d files (%d bytes)", len(draft.files), _size(draft))
+        lap("stage")
+        parity = steps.verify(build_dir, staging, keras_model, plan, draft, samples)
         lap("verify_reload")
-        published = steps.publish(build_dir, plan)
+        published, pruned = steps.publish(build_dir, staging, plan, draft, parity, keep_versions)
         lap("publish")
     finally:
-        storage.remove_build_dir(build_dir)
+        storage.cleanup(build_dir, dest, staging)
     logger.info("Published %s (modes %s)", published.path, ", ".join(plan.modes))
-    return {
+    result = {
         "path": published.path,
         "version": published.version,
         "modes": list(plan.modes),
+        "tags": [m["tags"] for m in draft.meta_graphs],
+        "signatures": {key: sig for m in draft.meta_graphs for key, sig in m["signatures"].items()},
+        "files": {k: dict(v) for k, v in draft.files.items()},
         "parity": parity.to_dict(),
-        "seconds": seconds,
+        "pruned": pruned,
+        "seconds": lap.seconds,
     }
+    create_markdown_artifact(
+        key="keras-export", markdown=summary_markdown(result), description="SavedModel export"
+    )
+    return result
+
+
+def _size(draft) -> int:
+    return sum(int(info["size"]) for info in draft.files.values())
+
+
+def summary_markdown(result: dict) -> str:
+    """The artifact shown in the Prefect UI: version link, signatures, files, parity."""
+    lines = [
+        f"# Published [{result['path']}]({result['path']})",
+        f"version `{result['version']}`, modes {', '.join(result['modes'])}",
+        "",
+        "| signature | inputs | outputs |",
+        "|---|---|---|",
+    ]
+    for key, sig in result["signatures"].items():
+        ins = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in sig["inputs"])
+        outs = ", ".join(t["name"] for t in sig["outputs"])
+        lines.append(f"| `{key}` | {ins} | {outs} |")
+    lines += ["", "| file | bytes |", "|---|---|"]
+    lines += [f"| {name} | {info['size']} |" for name, info in result["files"].items()]
+    parity = result["parity"]
+    lines += [
+        "",
+        f"Parity: max |diff| {parity['max_abs_diff']:.3g} over {parity['samples']} samples, "
+        f"loaders {', '.join(parity['loaders'])}.",
+    ]
+    return "\n".join(lines)
+
+
+@task(name="export-one", cache_policy=NO_CACHE)
+def export_one(spec: dict) -> dict:
+    """One export of a batch, straight through ``export_core`` in this worker."""
+    spec = dict(spec)
+    objects = sources.resolve_custom_objects(spec.pop("custom_objects", None))
+    options = spec.get("storage_options")
+    uri = spec.pop("model")
+    model = sources.load_keras_source(uri, objects, options)
+    result = run_export(
+        model,
+        spec.pop("destination"),
+        custom_objects=objects,
+        input_signature=sources.signature_from_json(spec.pop("input_signature", None)),
+        sample_inputs=sources.load_sample_inputs(spec.pop("sample_inputs", None), options),
+        source=sources.source_info(uri, options),
+        **spec,
+    )
+    return {"model": uri, "path": result.path, "version": result.version}
+
+
+@flow(name="export-keras-models", validate_parameters=False, task_runner=ThreadPoolTaskRunner())
+def export_keras_models(exports: list[dict]) -> dict:
+    """Exports many models in parallel; one failure does not stop the others.
+
+    Each entry takes ``export_keras_model``'s parameters (``model`` must be a URI).
+    The task runner defaults to threads; ``export_keras_models.with_options(
+    task_runner=DaskTaskRunner(...))`` hands the work to a Dask cluster.
+
+    Returns:
+        ``{"succeeded": n, "failed": n, "results": [...]}`` in input order.
+    """
+    logger = get_run_logger()
+    futures = [export_one.submit(spec) for spec in exports]
+    results = []
+    for spec, future in zip(exports, futures, strict=True):
+        future.wait()
+        if future.state.is_completed():
+            results.append({"ok": True, **future.result()})
+        else:
+            error = future.state.result(raise_on_failure=False)
+            results.append({"ok": False, "model": spec.get("model"), "error": str(error)})
+            logger.error("Export of %s failed: %s", spec.get("model"), error)
+    failed = sum(not r["ok"] for r in results)
+    return {"succeeded": len(results) - failed, "failed": failed, "results": results}

@@ -1,8 +1,8 @@
 """One Prefect task per export step; each is a thin wrapper over ``export_core``.
 
 TensorFlow steps receive models and traced graphs, which Prefect must not hash
-(``NO_CACHE``) and which retrying would not fix. Only the I/O step (publishing
-to the destination) retries.
+(``NO_CACHE``) and which retrying would not fix. Only I/O steps retry: the
+upload to staging and the publish.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from export_core import storage
+from export_core import pipeline, storage
 from export_core.clone import ModeClones, clone_per_mode
+from export_core.manifest import Manifest
 from export_core.trace import TracedModes, trace_modes
 from export_core.validate import ExportPlan, validate_export
-from export_core.verify import ParityReport, verify_reload
+from export_core.verify import ParityReport
 from export_core.write import WrittenFiles, write_checkpoint, write_proto
 
 
@@ -45,12 +46,25 @@ def proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> WrittenFiles
     return write_proto(traced, plan, build_dir)
 
 
+@task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def stage(build_dir: str, plan: ExportPlan, source: dict) -> tuple[Manifest, str | None]:
+    return pipeline.stage_build(build_dir, plan, source)
+
+
 @task(name="verify-reload", cache_policy=NO_CACHE)
-def verify(build_dir: str, model: Any, plan: ExportPlan, sample_inputs: Any) -> ParityReport:
-    return verify_reload(build_dir, model, plan.inputs, plan.modes, sample_inputs)
+def verify(
+    build_dir: str, staging: str | None, model: Any, plan: ExportPlan, draft: Manifest, samples: Any
+) -> ParityReport:
+    return pipeline.verify_landed(build_dir, staging, model, plan, draft, samples)
 
 
 @task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def publish(build_dir: str, plan: ExportPlan) -> storage.Published:
-    dest = storage.Destination.parse(plan.destination, plan.storage_options)
-    return storage.publish(build_dir, dest, plan.timestamped)
+def publish(
+    build_dir: str,
+    staging: str | None,
+    plan: ExportPlan,
+    draft: Manifest,
+    parity: ParityReport,
+    keep_versions: int | None,
+) -> tuple[storage.Published, list[int]]:
+    return pipeline.publish_version(build_dir, staging, plan, draft, parity, keep_versions)

@@ -86,3 +86,102 @@ def test_flow_rejects_bad_json_parameters_and_publishes_nothing(prefect_api, tmp
     with pytest.raises(ExportValidationError, match="could not be loaded"):
         export_keras_model(model=str(tmp_path / "corrupt.keras"), destination=str(registry))
     assert not registry.exists()
+
+
+def test_flow_writes_manifest_artifact_and_prunes_old_versions(prefect_api, tmp_path):
+    import json
+
+    from prefect.client.orchestration import get_client
+
+    from export_core.manifest import Manifest, check_files
+    from flows import export_keras_model
+
+    model = models.functional_regressor()
+    source = tmp_path / "model.keras"
+    model.save(source)
+    registry = tmp_path / "registry"
+    (registry / "1000").mkdir(parents=True)
+    (registry / "1000" / "saved_model.pb").write_bytes(b"old complete version")
+    (registry / "1001").mkdir()  # incomplete: never pruned
+    (registry / "notes").mkdir()  # not a version: never pruned
+    result = export_keras_model(model=str(source), destination=str(registry), keep_versions=1)
+    assert result["pruned"] == [1000]
+    assert sorted(os.listdir(registry)) == sorted(["1001", "notes", str(result["version"])])
+
+    with open(os.path.join(result["path"], "export_manifest.json")) as f:
+        manifest = Manifest.from_dict(json.load(f))
+    check_files(result["path"], manifest)
+    assert manifest.source["uri"] == str(source) and len(manifest.source["sha256"]) == 64
+    assert manifest.parity["max_abs_diff"] <= 1e-5
+    assert [m["tags"] for m in manifest.meta_graphs] == [["serve"], ["train"], ["eval"]]
+    assert {"tensorflow", "keras", "python"} <= set(manifest.versions)
+    assert result["signatures"]["serving_default"]["inputs"][0]["name"] == "features"
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+    markdown = [a for a in artifact if a.key == "keras-export"][0].data
+    assert result["path"] in markdown and "serving_default" in markdown
+
+
+def test_batch_flow_exports_in_parallel_and_survives_one_failure(prefect_api, tmp_path):
+    from flows import export_keras_models
+
+    sources_ = []
+    for i in range(3):
+        path = tmp_path / f"m{i}.keras"
+        models.functional_regressor().save(path)
+        sources_.append(str(path))
+    specs = [
+        {"model": s, "destination": str(tmp_path / "registry" / f"m{i}")}
+        for i, s in enumerate(sources_)
+    ]
+    specs.insert(
+        1,
+        {
+            "model": str(tmp_path / "missing.keras"),
+            "destination": str(tmp_path / "registry" / "missing"),
+        },
+    )
+    summary = export_keras_models(specs)
+    assert summary["succeeded"] == 3 and summary["failed"] == 1
+    assert not summary["results"][1]["ok"] and "does not exist" in summary["results"][1]["error"]
+    for entry in summary["results"][::2] + summary["results"][3:]:
+        assert entry["ok"] and os.path.exists(os.path.join(entry["path"], "saved_model.pb"))
+    assert not (tmp_path / "registry" / "missing").exists()
+
+
+@pytest.mark.parametrize("backend_name", ["s3", "gcs"])
+def test_flow_publishes_to_object_store_servers(prefect_api, request, tmp_path, backend_name):
+    import uuid
+
+    import fsspec
+
+    from flows import export_keras_model
+
+    server = request.getfixturevalue(f"{backend_name}_server")
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    scheme = "s3" if backend_name == "s3" else "gs"
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    options = server.storage_options()
+    fs, _ = fsspec.core.url_to_fs(f"{scheme}://{bucket}", **options)
+    fs.mkdir(bucket)
+    model = models.functional_regressor()
+    local_source = tmp_path / "model.keras"
+    model.save(local_source)
+    fs.put_file(str(local_source), f"{bucket}/src/model.keras")
+    result = export_keras_model(
+        model=f"{scheme}://{bucket}/src/model.keras",
+        destination=f"{scheme}://{bucket}/registry",
+        storage_options=options,
+    )
+    assert result["path"] == f"{scheme}://{bucket}/registry/{result['version']}"
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/registry", detail=False))
+    assert names == [str(result["version"])]
+    local = tmp_path / "download"
+    remote = fs.find(f"{bucket}/registry/{result['version']}")
+    prefix = f"{bucket}/registry/{result['version']}/"
+    fs.get(remote, [str(local / r[len(prefix) :]) for r in remote])
+    assert (local / "export_manifest.json").exists()
+    x, _ = models.regression_batch()
+    served = models.tf1_predict(str(local), {"features": x})["prediction"]
+    assert_allclose(served, model.predict(x, verbose=0), atol=1e-5)

@@ -97,3 +97,27 @@ def test_non_timestamped_writes_into_an_empty_target(backend, tmp_path):
         atol=1e-5,
     )
     assert np.isfinite(x).all()
+
+
+def test_failed_verification_leaves_no_version_and_no_staging(backend):
+    import keras
+
+    from tests.test_verify_and_errors import EagerOnlyScale
+
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, EagerOnlyScale()(inputs))
+    with pytest.raises(export_core.VerificationError):
+        export_core.export_saved_model(
+            model, backend.base, serving_only=True, storage_options=backend.options
+        )
+    assert [n for n in backend.listing() if n != ".claims"] == []
+
+
+def test_missing_bucket_is_a_clear_storage_error(backend):
+    if backend.name in ("local", "memory"):
+        pytest.skip("local disk and memory have no buckets: folders are created on demand")
+    base = backend.base.replace(backend.path.split("/")[0], "no-such-bucket-" + backend.name)
+    with pytest.raises(export_core.StorageError, match="no-such-bucket"):
+        export_core.export_saved_model(
+            models.functional_regressor(), base, storage_options=backend.options
+        )
