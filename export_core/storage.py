@@ -306,6 +306,11 @@ def _publish_remote(
         if isinstance(exc, VersionExistsError):
             raise
         _quiet_rm(dest.fs, list(reversed(written)))
+        if version is not None:  # our claimed folder: leave no (pseudo-)directory behind
+            _quiet_rm(dest.fs, [dest.join(str(version))], recursive=True)
+            with contextlib.suppress(OSError, ValueError):
+                if dest.fs.isdir(dest.join(str(version))):
+                    dest.fs.rmdir(dest.join(str(version)))
         raise StorageError(f"Publishing to '{dest.uri}' failed: {safe_message(exc)}") from exc
     finally:
         if version is not None:
