@@ -19,11 +19,19 @@ from export_core.validate import ExportPlan
 from export_core.verify import ParityReport, verify_reload
 
 
-def stage_build(build_dir: str, plan: ExportPlan, source: Mapping[str, Any] | None = None):
-    """Describes the build (manifest without parity) and uploads it to staging."""
+def stage_build(
+    build_dir: str,
+    plan: ExportPlan,
+    source: Mapping[str, Any] | None = None,
+    progress: storage.ProgressFn | None = None,
+):
+    """Describes the build (manifest without parity) and uploads it to staging.
+
+    ``progress(bytes_done, bytes_total)`` is called after each uploaded file.
+    """
     draft = mf.build_manifest(build_dir, source=source)
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
-    staging = storage.stage(build_dir, dest, plan.timestamped)
+    staging = storage.stage(build_dir, dest, plan.timestamped, progress)
     return draft, staging
 
 

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,7 +168,12 @@ class Published:
     version: int | None
 
 
-def stage(build_dir: str, dest: Destination, timestamped: bool) -> str | None:
+ProgressFn = Callable[[int, int], None]
+
+
+def stage(
+    build_dir: str, dest: Destination, timestamped: bool, progress: ProgressFn | None = None
+) -> str | None:
     """Uploads the build to a staging prefix at a remote destination.
 
     Local builds already sit in their staging folder on the destination's disk;
@@ -182,8 +187,14 @@ def stage(build_dir: str, dest: Destination, timestamped: bool) -> str | None:
         return None
     files = ordered_files(build_dir)
     staging = _remote_staging(dest, timestamped)
+    total = sum(os.path.getsize(os.path.join(build_dir, f)) for f in files)
+    done = 0
     try:
-        dest.fs.put([os.path.join(build_dir, f) for f in files], [f"{staging}/{f}" for f in files])
+        for f in files:  # one by one, so progress is reported per file
+            dest.fs.put_file(os.path.join(build_dir, f), f"{staging}/{f}")
+            done += os.path.getsize(os.path.join(build_dir, f))
+            if progress is not None:
+                progress(done, total)
     except (OSError, ValueError) as exc:
         _quiet_rm(dest.fs, [staging], recursive=True)
         raise StorageError(f"Uploading to '{dest.uri}' failed: {safe_message(exc)}") from exc

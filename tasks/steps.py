@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from export_core import pipeline, storage
@@ -48,7 +48,12 @@ def proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> WrittenFiles
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def stage(build_dir: str, plan: ExportPlan, source: dict) -> tuple[Manifest, str | None]:
-    return pipeline.stage_build(build_dir, plan, source)
+    logger = get_run_logger()
+
+    def progress(done: int, total: int) -> None:
+        logger.info("Uploaded %d / %d bytes (%.0f%%)", done, total, 100.0 * done / max(total, 1))
+
+    return pipeline.stage_build(build_dir, plan, source, progress)
 
 
 @task(name="verify-reload", cache_policy=NO_CACHE)

@@ -41,6 +41,26 @@ def task_names(flow_run_id) -> set[str]:
     return {r.name.rsplit("-", 1)[0] for r in runs if r.state and r.state.is_completed()}
 
 
+def run_logs(flow_run_id, wait_for: str) -> str:
+    """The flow run's logs as stored by the API (shipped in the background: poll)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    text = ""
+    with get_client(sync_client=True) as client:
+        for _ in range(100):
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+            text = "\n".join(log.message for log in logs)
+            if wait_for in text:
+                break
+            time.sleep(0.2)
+    return text
+
+
 def test_flow_exports_a_keras_file_through_every_step(prefect_api, tmp_path):
     from flows import export_keras_model
 
@@ -169,12 +189,19 @@ def test_flow_publishes_to_object_store_servers(prefect_api, request, tmp_path, 
     local_source = tmp_path / "model.keras"
     model.save(local_source)
     fs.put_file(str(local_source), f"{bucket}/src/model.keras")
-    result = export_keras_model(
+    state = export_keras_model(
         model=f"{scheme}://{bucket}/src/model.keras",
         destination=f"{scheme}://{bucket}/registry",
         storage_options=options,
+        return_state=True,
     )
+    result = state.result()
     assert result["path"] == f"{scheme}://{bucket}/registry/{result['version']}"
+    total = sum(f["size"] for f in result["files"].values())
+    expected = f"Uploaded {total} / {total} bytes (100%)"
+    logs = run_logs(state.state_details.flow_run_id, wait_for=expected)
+    assert expected in logs, "upload progress is reported through the run logger"
+    assert options.get("secret", "<none>") not in logs
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/registry", detail=False))
     assert names == [str(result["version"])]
     local = tmp_path / "download"
