@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tensorflow.core.framework import variable_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow.python.framework import ops
+from tensorflow.python.saved_model import constants as saved_model_constants
 
 # TensorFlow exposes no public way to build a MetaGraphDef without also writing a
 # checkpoint; this is the function tf.saved_model.save itself calls (TF 2.21).
@@ -77,9 +78,7 @@ def write_proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> Writte
             f.write(plan.model_json)
         written.append(c.MODEL_JSON)
     saved_model = saved_model_pb2.SavedModel(
-        saved_model_schema_version=tf.saved_model.SAVED_MODEL_SCHEMA_VERSION
-        if hasattr(tf.saved_model, "SAVED_MODEL_SCHEMA_VERSION")
-        else 1
+        saved_model_schema_version=saved_model_constants.SAVED_MODEL_SCHEMA_VERSION
     )
     for mode in traced:
         saved_model.meta_graphs.add().CopyFrom(build_meta_graph(mode))
