@@ -102,6 +102,28 @@ class Destination:
             return self.join(name)
         return f"{self.uri.rstrip('/')}/{name}"
 
+    def check_reachable(self) -> None:
+        """Fails fast, before any expensive work, when the destination is unusable.
+
+        One cheap request: wrong credentials, an unreachable endpoint or (on object
+        stores, whose paths start with a bucket) a missing bucket each raise a
+        ``StorageError`` saying which and how to fix it. Local paths need no check.
+        """
+        if self.is_local:
+            return
+        try:
+            self.fs.exists(self.path)
+            bucket = self.path.split("/", 1)[0]
+            # Object stores in fsspec have no root marker: their first component is a bucket.
+            missing = self.fs.root_marker == "" and bucket and not self.fs.exists(bucket)
+        except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+            raise storage_error(f"Cannot access '{self.uri}'", exc) from exc
+        if missing:
+            raise StorageError(
+                f"Bucket '{bucket}' of '{self.uri}' does not exist (or these credentials "
+                "cannot see it). Create it, fix the name, or check the credentials."
+            )
+
     def require_empty(self) -> None:
         """Raises ``VersionExistsError`` when the destination holds anything."""
         if self.is_local:
@@ -195,9 +217,9 @@ def stage(
             done += os.path.getsize(os.path.join(build_dir, f))
             if progress is not None:
                 progress(done, total)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
         _quiet_rm(dest.fs, [staging], recursive=True)
-        raise StorageError(f"Uploading to '{dest.uri}' failed: {safe_message(exc)}") from exc
+        raise storage_error(f"Uploading to '{dest.uri}' failed", exc) from exc
     return staging
 
 
@@ -212,8 +234,8 @@ def read_back(dest: Destination, build_dir: str, staging: str | None) -> Iterato
             remote = dest.fs.find(staging)
             rel = [r[len(staging) :].lstrip("/") for r in remote]
             dest.fs.get(remote, [os.path.join(tmp, r) for r in rel])
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"Reading back '{dest.uri}' failed: {safe_message(exc)}") from exc
+        except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+            raise storage_error(f"Reading back '{dest.uri}' failed", exc) from exc
         yield tmp
 
 
@@ -313,7 +335,7 @@ def _publish_remote(
             else:
                 dest.fs.copy(f"{staging}/{f}", f"{target}/{f}")
             written.append(f"{target}/{f}")
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
         if isinstance(exc, VersionExistsError):
             raise
         _quiet_rm(dest.fs, list(reversed(written)))
@@ -322,7 +344,7 @@ def _publish_remote(
             with contextlib.suppress(OSError, ValueError):
                 if dest.fs.isdir(dest.join(str(version))):
                     dest.fs.rmdir(dest.join(str(version)))
-        raise StorageError(f"Publishing to '{dest.uri}' failed: {safe_message(exc)}") from exc
+        raise storage_error(f"Publishing to '{dest.uri}' failed", exc) from exc
     finally:
         if version is not None:
             _quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
@@ -347,8 +369,46 @@ def prune_versions(dest: Destination, keep: int, protect: int | None = None) -> 
     return doomed
 
 
+def sweep_staging(dest: Destination) -> list[str]:
+    """Removes staging folders/prefixes left by exports that were killed or cut off.
+
+    Only names this package creates (``.staging-*``, ``.claims``) are touched. Run it
+    when no export to this base is in progress.
+    """
+    try:
+        entries = dest.fs.ls(dest.path, detail=False)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for entry in entries:
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith(STAGING_PREFIX) or name == CLAIMS_DIR:
+            if dest.is_local:
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                dest.fs.rm(entry, recursive=True)
+            removed.append(name)
+    return removed
+
+
 def _is_complete(dest: Destination, version: int) -> bool:
     return any(dest.fs.exists(dest.join(str(version), name)) for name in LAST_FILES)
+
+
+def storage_error(what: str, exc: BaseException) -> StorageError:
+    """A ``StorageError`` that says what kind of failure it was and how to fix it."""
+    if isinstance(exc, PermissionError):
+        hint = (
+            "access was denied: check the credentials (storage_options such as key/secret "
+            "or token, or the AWS_*/GOOGLE_APPLICATION_CREDENTIALS environment)"
+        )
+    elif isinstance(exc, FileNotFoundError):
+        hint = "it does not exist: check the bucket and path"
+    elif "connect" in type(exc).__name__.lower() or "connect" in str(exc).lower():
+        hint = "the endpoint cannot be reached: check endpoint_url, DNS and the network"
+    else:
+        hint = f"{type(exc).__name__}"
+    return StorageError(f"{what}: {hint}. ({safe_message(exc)})")
 
 
 def safe_message(exc: BaseException) -> str:
@@ -371,5 +431,5 @@ def _quiet_rm(fs: Any, paths: list[str], recursive: bool = False) -> None:
     for path in paths:
         try:
             fs.rm(path, recursive=recursive)
-        except (OSError, ValueError) as exc:
-            log.debug("cleanup of %s failed: %s", path, exc)
+        except Exception as exc:  # noqa: BLE001 - cleanup is best effort
+            log.debug("cleanup of %s failed: %s", path, safe_message(exc))

@@ -81,6 +81,7 @@ def validate_export(
     kind = check_model(model, serving_only)
     check_custom_objects(custom_objects)
     destination = storage.Destination.parse(saved_model_path, storage_options)
+    destination.check_reachable()
     if not timestamped:
         destination.require_empty()
     if input_signature is not None and not model.built:

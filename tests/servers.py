@@ -103,3 +103,113 @@ class GCSServer:
 
     def storage_options(self) -> dict:
         return {"token": "anon", "endpoint_url": self.url}
+
+
+class AuthS3Server:
+    """moto S3 in its own process with request authentication switched on.
+
+    moto accepts any keys by default; ``INITIAL_NO_AUTH_ACTION_COUNT=0`` makes it check
+    every request's signature against its IAM store, as AWS does.
+    """
+
+    def __init__(self) -> None:
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> AuthS3Server:
+        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+        self._process = subprocess.Popen(
+            self._cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("moto server did not start")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+class FaultyProxy:
+    """A TCP proxy in front of a server whose link can be cut and restored.
+
+    While cut, live connections are closed and new ones are dropped at once: to the
+    client it is exactly a server that died.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.up = True
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def start(self) -> FaultyProxy:
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.up = False
+        with self._lock:
+            for s in self._sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def stop(self) -> None:
+        self.cut()
+        self._listener.close()

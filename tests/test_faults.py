@@ -85,3 +85,124 @@ def test_credentials_never_appear_in_errors(flaky, caplog):
         )
     assert secret not in str(info.value) and secret not in caplog.text
     assert export_core.storage.safe_message(ValueError(f"key={secret}")) == "key=***"
+
+
+def build_locally(model, base: str, options: dict):
+    """validate → clone → trace → write, the steps before anything leaves the machine."""
+    from export_core.clone import clone_per_mode
+    from export_core.trace import trace_modes
+    from export_core.validate import validate_export
+    from export_core.write import write_checkpoint, write_proto
+
+    plan = validate_export(model, base, storage_options=options)
+    traced = trace_modes(clone_per_mode(model, plan), plan)
+    dest = export_core.storage.Destination.parse(base, options)
+    build_dir = export_core.storage.new_build_dir(dest, plan.timestamped)
+    write_checkpoint(traced, build_dir)
+    write_proto(traced, plan, build_dir)
+    return plan, dest, build_dir
+
+
+def test_s3_server_dying_mid_upload_publishes_nothing_and_a_rerun_succeeds(s3_server):
+    import uuid
+
+    from export_core import pipeline
+    from tests.servers import FaultyProxy
+
+    proxy = FaultyProxy(s3_server.port).start()
+    try:
+        options = {
+            **s3_server.storage_options(),
+            "endpoint_url": proxy.url,
+            "config_kwargs": {"connect_timeout": 2, "retries": {"max_attempts": 1}},
+        }
+        fsspec.AbstractFileSystem.clear_instance_cache()
+        bucket = f"b{uuid.uuid4().hex[:12]}"
+        fs, _ = fsspec.core.url_to_fs(f"s3://{bucket}", **options)
+        fs.mkdir(bucket)
+        fs.pipe(f"{bucket}/registry/1000/saved_model.pb", b"existing version")
+        base = f"s3://{bucket}/registry"
+        model = models.functional_regressor()
+        plan, dest, build_dir = build_locally(model, base, options)
+        uploaded = []
+
+        def die_after_first_file(done: int, total: int) -> None:
+            uploaded.append(done)
+            proxy.cut()
+
+        try:
+            with pytest.raises(export_core.StorageError, match="Uploading to"):
+                pipeline.stage_build(build_dir, plan, None, die_after_first_file)
+        finally:
+            export_core.storage.remove_build_dir(build_dir)
+        assert len(uploaded) == 1, "the link died part-way through the upload"
+        proxy.restore()
+        fs.invalidate_cache()
+        leftovers = [p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/registry", detail=False)]
+        assert [n for n in leftovers if n.isdigit()] == ["1000"], "no new integer version"
+        assert all(n == "1000" or n.startswith(".staging-") for n in leftovers), leftovers
+        assert fs.cat(f"{bucket}/registry/1000/saved_model.pb") == b"existing version"
+        export_core.storage.sweep_staging(dest)
+        path = export_core.export_saved_model(model, base, storage_options=options)
+        fs.invalidate_cache()
+        names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/registry", detail=False))
+        assert names == ["1000", path.rsplit("/", 1)[-1]]
+    finally:
+        proxy.stop()
+
+
+KILLED_EXPORT = """
+import json, os, signal, sys
+import export_core
+from export_core import pipeline
+from tests import models
+from tests.test_faults import build_locally
+
+model = models.functional_regressor()
+plan, dest, build_dir = build_locally(model, sys.argv[1], json.loads(sys.argv[2]))
+draft, staging = pipeline.stage_build(build_dir, plan)
+parity = pipeline.verify_landed(build_dir, staging, model, plan, draft)
+os.kill(os.getpid(), signal.SIGKILL)  # interrupted between verify-reload and publish
+"""
+
+
+@pytest.mark.parametrize("backend_name", ["local", "s3"])
+def test_process_killed_between_steps_leaves_no_version_and_rerun_succeeds(
+    request, tmp_path, backend_name
+):
+    import json
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    if backend_name == "local":
+        uri, options = str(tmp_path / "registry"), {}
+    else:
+        server = request.getfixturevalue("s3_server")
+        uri, options = f"s3://b{uuid.uuid4().hex[:12]}/registry", server.storage_options()
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    fs, base = fsspec.core.url_to_fs(uri, **options)
+    if backend_name == "s3":
+        fs.mkdir(base.split("/")[0])
+    fs.makedirs(f"{base}/1000", exist_ok=True)
+    fs.pipe(f"{base}/1000/saved_model.pb", b"existing version")
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    args = [sys.executable, "-c", KILLED_EXPORT, uri, json.dumps(options)]
+    assert subprocess.run(args, env=env, cwd=root).returncode == -9, "the export was killed"
+
+    fs.invalidate_cache()
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)]
+    assert [n for n in names if n.isdigit()] == ["1000"], "no new integer version"
+    assert all(n == "1000" or n.startswith(".staging-") for n in names), names
+    assert fs.cat(f"{base}/1000/saved_model.pb") == b"existing version"
+    dest = export_core.storage.Destination.parse(uri, options)
+    assert export_core.storage.sweep_staging(dest), "the killed export's staging is swept"
+    path = export_core.export_saved_model(
+        models.functional_regressor(), uri, storage_options=options
+    )
+    fs.invalidate_cache()
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
+    assert names == ["1000", path.rstrip("/").rsplit("/", 1)[-1]]

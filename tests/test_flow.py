@@ -201,7 +201,13 @@ def test_flow_publishes_to_object_store_servers(prefect_api, request, tmp_path, 
     expected = f"Uploaded {total} / {total} bytes (100%)"
     logs = run_logs(state.state_details.flow_run_id, wait_for=expected)
     assert expected in logs, "upload progress is reported through the run logger"
-    assert options.get("secret", "<none>") not in logs
+    secret = options.get("secret") or options.get("token")
+    assert secret not in logs
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = [a for a in client.read_latest_artifacts() if a.key == "keras-export"]
+    assert artifacts and all(secret not in str(a.data) for a in artifacts)
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/registry", detail=False))
     assert names == [str(result["version"])]
     local = tmp_path / "download"

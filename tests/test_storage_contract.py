@@ -121,3 +121,34 @@ def test_missing_bucket_is_a_clear_storage_error(backend):
         export_core.export_saved_model(
             models.functional_regressor(), base, storage_options=backend.options
         )
+
+
+def test_four_concurrent_exports_get_four_complete_versions(backend):
+    model = models.functional_regressor()
+    model.predict(models.regression_batch()[0], verbose=0)
+    paths: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def export():
+        barrier.wait()
+        try:
+            paths.append(
+                export_core.export_saved_model(model, backend.base, storage_options=backend.options)
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=export) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    versions = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in paths)
+    assert len(set(versions)) == 4
+    backend.fs.invalidate_cache()
+    assert backend.listing() == versions, "exactly the four versions, no leftovers"
+    for version in versions:
+        files = set(backend.listing(f"{backend.path}/{version}"))
+        assert {"saved_model.pb", "export_manifest.json", "variables", "assets"} <= files
