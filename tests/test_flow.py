@@ -218,3 +218,23 @@ def test_flow_publishes_to_object_store_servers(prefect_api, request, tmp_path, 
     x, _ = models.regression_batch()
     served = models.tf1_predict(str(local), {"features": x})["prediction"]
     assert_allclose(served, model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_batch_flow_runs_on_a_dask_cluster_when_given_one(prefect_api, tmp_path):
+    from prefect_dask import DaskTaskRunner
+
+    from flows import export_keras_models
+
+    specs = []
+    for i in range(2):
+        path = tmp_path / f"m{i}.keras"
+        models.functional_regressor().save(path)
+        specs.append({"model": str(path), "destination": str(tmp_path / "registry" / f"m{i}")})
+    # An in-process Dask cluster (threads): the same flow, a different runner.
+    runner = DaskTaskRunner(
+        cluster_kwargs={"n_workers": 1, "processes": False, "threads_per_worker": 2}
+    )
+    summary = export_keras_models.with_options(task_runner=runner)(specs)
+    assert summary == {**summary, "succeeded": 2, "failed": 0}
+    for entry in summary["results"]:
+        assert os.path.exists(os.path.join(entry["path"], "export_manifest.json"))
