@@ -18,8 +18,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from export_core.inspect import describe_saved_model  # noqa: E402
-from flows import export_keras_model  # noqa: E402
+from flows import cli, export_keras_model  # noqa: E402
 
 
 def train() -> keras.Model:
@@ -41,13 +40,13 @@ def main(destination: str = "exports/quickstart") -> None:
     os.makedirs(os.path.dirname(source), exist_ok=True)
     model.save(source)
     result = export_keras_model(model=source, destination=os.path.abspath(destination))
-    print(json.dumps(result, indent=2))
-    print("\nPublished SavedModel:")
-    for meta_graph in describe_saved_model(result["path"])["meta_graphs"]:
-        for key, sig in meta_graph["signatures"].items():
-            ins = ", ".join(f"{t['name']}{t['shape']}" for t in sig["inputs"])
-            outs = ", ".join(t["name"] for t in sig["outputs"])
-            print(f"  tags={meta_graph['tags']} signature '{key}': ({ins}) -> {outs}")
+    print(
+        json.dumps(
+            {k: result[k] for k in ("path", "version", "modes", "parity", "seconds")}, indent=2
+        )
+    )
+    print("\nWhat was published (keras-export inspect):")
+    cli.main(["inspect", result["path"]])
     # Reload the serving graph the way TensorFlow Serving does and predict.
     with tf.compat.v1.Session(graph=tf.Graph()) as sess:
         meta_graph = tf.compat.v1.saved_model.load(sess, ["serve"], result["path"])

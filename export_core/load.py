@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +16,6 @@ from export_core import storage
 from export_core.errors import (
     CustomObjectError,
     ExportValidationError,
-    StorageError,
     missing_custom_object_message,
 )
 
@@ -49,7 +47,7 @@ def load_from_saved_model(
             deserialized (e.g. a custom object is missing).
         StorageError: The folder cannot be read.
     """
-    with _local_copy(saved_model_path, storage_options) as local:
+    with storage.local_copy(saved_model_path, storage_options) as local:
         config = _read_config(local)
         if not compile:
             config.pop("compile_config", None)
@@ -65,31 +63,6 @@ def load_from_saved_model(
             _build_from_serving_signature(model, local)
         _restore(model, os.path.join(local, c.VARIABLES_PREFIX), compile)
     return model
-
-
-class _local_copy:  # noqa: N801 - used as a context manager like tempfile's
-    """The SavedModel as a local folder (downloaded when remote)."""
-
-    def __init__(self, uri: Any, storage_options: Mapping[str, Any] | None):
-        self.dest = storage.Destination.parse(uri, storage_options)
-        self.tmp: tempfile.TemporaryDirectory | None = None
-
-    def __enter__(self) -> str:
-        if self.dest.is_local:
-            return self.dest.path
-        self.tmp = tempfile.TemporaryDirectory(prefix="keras-export-load-")
-        try:
-            remote = self.dest.fs.find(self.dest.path)
-            rel = [r[len(self.dest.path) :].lstrip("/") for r in remote]
-            local = [os.path.join(self.tmp.name, r) for r in rel]
-            self.dest.fs.get(remote, local)
-        except OSError as exc:
-            raise StorageError(f"Cannot read {self.dest.uri}: {exc}") from exc
-        return self.tmp.name
-
-    def __exit__(self, *exc_info) -> None:
-        if self.tmp is not None:
-            self.tmp.cleanup()
 
 
 def _read_config(folder: str) -> dict:

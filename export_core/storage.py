@@ -191,6 +191,22 @@ class Published:
 
 
 ProgressFn = Callable[[int, int], None]
+_LISTENERS: list[ProgressFn] = []
+
+
+@contextlib.contextmanager
+def progress_listener(listener: ProgressFn) -> Iterator[None]:
+    """Also reports upload progress to ``listener`` (e.g. a terminal progress bar)."""
+    _LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _LISTENERS.remove(listener)
+
+
+def _report(progress: ProgressFn | None, done: int, total: int) -> None:
+    for listener in ([progress] if progress else []) + list(_LISTENERS):
+        listener(done, total)
 
 
 def stage(
@@ -215,8 +231,7 @@ def stage(
         for f in files:  # one by one, so progress is reported per file
             dest.fs.put_file(os.path.join(build_dir, f), f"{staging}/{f}")
             done += os.path.getsize(os.path.join(build_dir, f))
-            if progress is not None:
-                progress(done, total)
+            _report(progress, done, total)
     except Exception as exc:  # noqa: BLE001 - backends raise their own error types
         _quiet_rm(dest.fs, [staging], recursive=True)
         raise storage_error(f"Uploading to '{dest.uri}' failed", exc) from exc
@@ -229,13 +244,42 @@ def read_back(dest: Destination, build_dir: str, staging: str | None) -> Iterato
     if staging is None:
         yield build_dir
         return
-    with tempfile.TemporaryDirectory(prefix="keras-export-landed-") as tmp:
+    with _download(dest, staging) as local:
+        yield local
+
+
+@contextlib.contextmanager
+def local_copy(
+    uri: Any, storage_options: Mapping[str, Any] | None = None, progress: ProgressFn | None = None
+) -> Iterator[str]:
+    """Yields a local folder with the contents of ``uri`` (downloaded when remote)."""
+    dest = Destination.parse(uri, storage_options)
+    if dest.is_local:
+        if not os.path.isdir(dest.path):
+            raise StorageError(f"'{dest.uri}' is not a folder.")
+        yield dest.path
+        return
+    with _download(dest, dest.path, progress) as local:
+        yield local
+
+
+@contextlib.contextmanager
+def _download(dest: Destination, prefix: str, progress: ProgressFn | None = None):
+    with tempfile.TemporaryDirectory(prefix="keras-export-read-") as tmp:
         try:
-            remote = dest.fs.find(staging)
-            rel = [r[len(staging) :].lstrip("/") for r in remote]
-            dest.fs.get(remote, [os.path.join(tmp, r) for r in rel])
+            details = dest.fs.find(prefix, detail=True)
+            if not details:
+                raise FileNotFoundError(f"nothing under {prefix}")
+            total = sum(int(info.get("size") or 0) for info in details.values())
+            done = 0
+            for remote, info in sorted(details.items()):
+                local = os.path.join(tmp, remote[len(prefix) :].lstrip("/"))
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                dest.fs.get_file(remote, local)
+                done += int(info.get("size") or 0)
+                _report(progress, done, total)
         except Exception as exc:  # noqa: BLE001 - backends raise their own error types
-            raise storage_error(f"Reading back '{dest.uri}' failed", exc) from exc
+            raise storage_error(f"Reading '{dest.child_uri(None)}' failed", exc) from exc
         yield tmp
 
 

@@ -18,7 +18,13 @@ from tensorflow.python.saved_model import loader_impl
 
 from export_core import constants as c
 from export_core.errors import VerificationError
-from export_core.signature import InputSignature, output_names, synthesize_inputs
+from export_core.signature import (
+    DICT,
+    InputSignature,
+    TensorInfo,
+    output_names,
+    synthesize_inputs,
+)
 
 RTOL = ATOL = 1e-5
 
@@ -50,12 +56,15 @@ class ParityReport:
 
 def verify_reload(
     saved_model_dir: str,
-    model: keras.Model,
+    model: keras.Model | None,
     inputs: InputSignature,
     modes: tuple[str, ...],
     sample_inputs: Any = None,
 ) -> ParityReport:
     """Reloads every MetaGraph with both loaders and checks serving parity.
+
+    With ``model=None`` (re-verifying a published version without its source) the
+    TF1 loader's outputs are the reference the TF2 loader must match.
 
     Raises:
         VerificationError: A MetaGraph does not load or run, or predictions differ
@@ -63,7 +72,6 @@ def verify_reload(
     """
     synthesized = sample_inputs is None
     feeds = normalize_samples(inputs, synthesize_inputs(inputs) if synthesized else sample_inputs)
-    expected = _expected(model, inputs, feeds)
     results: dict[str, dict[str, np.ndarray]] = {}
     n_graphs = len(loader_impl.parse_saved_model(saved_model_dir).meta_graphs)
     for mode in modes:
@@ -74,6 +82,7 @@ def verify_reload(
         got = _run_tf2(saved_model_dir, tag, feeds if mode == c.SERVE else None, n_graphs)
         if got is not None:
             results[f"tf2:{tag}"] = got
+    expected = _expected(model, inputs, feeds) if model is not None else results["tf1:serve"]
     per_output = _compare(expected, results)
     return ParityReport(
         max_abs_diff=max(per_output.values(), default=0.0),
@@ -159,3 +168,15 @@ def _compare(expected: dict, results: dict) -> dict[str, float]:
                 )
             diffs[name] = max(diffs.get(name, 0.0), float(np.max(np.abs(have - want), initial=0)))
     return diffs
+
+
+def inputs_from_saved_model(path: str) -> InputSignature:
+    """The serving inputs of a written SavedModel (flat, by name)."""
+    from export_core.inspect import describe_saved_model
+
+    for meta_graph in describe_saved_model(path)["meta_graphs"]:
+        if c.SERVE in meta_graph["tags"]:
+            signature = meta_graph["signatures"][c.SIGNATURE_KEYS[c.SERVE]]
+            tensors = tuple(TensorInfo.from_dict(t) for t in signature["inputs"])
+            return InputSignature(tensors, DICT, tuple(t.name for t in tensors))
+    raise VerificationError(f"{path} has no '{c.SERVE}' MetaGraph.")

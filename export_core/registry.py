@@ -1,0 +1,127 @@
+"""Reading a model registry: versions, manifests, and re-verifying a published version."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import keras
+
+from export_core import constants as c
+from export_core import manifest as mf
+from export_core import storage
+from export_core.errors import ExportValidationError, VerificationError
+from export_core.inspect import describe_saved_model
+from export_core.signature import infer_input_signature
+from export_core.verify import inputs_from_saved_model, verify_reload
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One integer folder under a base.
+
+    Attributes:
+        complete: It holds ``saved_model.pb`` (what TensorFlow Serving looks for).
+        verified: It holds a manifest recording a passed verification.
+    """
+
+    version: int
+    path: str
+    complete: bool
+    verified: bool
+    created: str | None = None
+    source_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_versions(base: str, storage_options: Mapping[str, Any] | None = None) -> list[VersionInfo]:
+    """Every integer version under ``base``, oldest first, with its status."""
+    dest = storage.Destination.parse(base, storage_options)
+    dest.check_reachable()
+    infos = []
+    for version in dest.versions():
+        folder = dest.join(str(version))
+        complete = any(dest.fs.exists(f"{folder}/{name}") for name in storage.LAST_FILES)
+        manifest = _read_manifest(dest, folder)
+        infos.append(
+            VersionInfo(
+                version=version,
+                path=dest.child_uri(str(version)),
+                complete=complete,
+                verified=bool(manifest and manifest.get("parity")),
+                created=(manifest or {}).get("created"),
+                source_sha256=((manifest or {}).get("source") or {}).get("sha256"),
+            )
+        )
+    return infos
+
+
+def _read_manifest(dest: storage.Destination, folder: str) -> dict | None:
+    try:
+        return json.loads(dest.fs.cat_file(f"{folder}/{c.MANIFEST}"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def inspect_saved_model(
+    path: str, storage_options: Mapping[str, Any] | None = None, progress=None
+) -> dict[str, Any]:
+    """MetaGraphs, signatures and files of a SavedModel, plus its manifest if any."""
+    with storage.local_copy(path, storage_options, progress) as local:
+        description = describe_saved_model(local)
+        manifest_path = os.path.join(local, c.MANIFEST)
+        if os.path.exists(manifest_path):
+            with open(manifest_path, encoding="utf-8") as handle:
+                description["manifest"] = json.load(handle)
+        else:
+            description["manifest"] = None
+    description["path"] = path
+    return description
+
+
+def verify_saved_model(
+    path: str,
+    *,
+    model: keras.Model | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    progress=None,
+) -> dict[str, Any]:
+    """Re-checks a published version: manifest hashes, both loaders, optional parity.
+
+    Raises:
+        VerificationError: Files differ from the manifest, a MetaGraph does not load,
+            or predictions differ from ``model``.
+    """
+    with storage.local_copy(path, storage_options, progress) as local:
+        manifest_path = os.path.join(local, c.MANIFEST)
+        manifest = None
+        if os.path.exists(manifest_path):
+            with open(manifest_path, encoding="utf-8") as handle:
+                manifest = mf.Manifest.from_dict(json.load(handle))
+            mf.check_files(local, manifest)
+        description = describe_saved_model(local)
+        modes = tuple(
+            m for m in c.MODES if any(c.TAGS[m][0] in g["tags"] for g in description["meta_graphs"])
+        )
+        if c.SERVE not in modes:
+            raise VerificationError(f"{path} has no '{c.SERVE}' MetaGraph.")
+        inputs = inputs_from_saved_model(local)
+        if model is not None:
+            try:
+                inputs = infer_input_signature(model)
+            except ExportValidationError:
+                pass
+        parity = verify_reload(local, model, inputs, modes)
+    return {
+        "path": path,
+        "manifest_checked": manifest is not None,
+        "files": len(manifest.files) if manifest else None,
+        "modes": list(modes),
+        "parity": parity.to_dict(),
+        "compared_with": "model" if model is not None else "tf1 loader",
+    }
