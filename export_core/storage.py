@@ -95,7 +95,7 @@ class Destination:
         return "/".join([self.path.rstrip("/"), *parts])
 
     def child_uri(self, name: str | None) -> str:
-        """The caller's URI for the base, or for one folder directly under it."""
+        """The caller's URI for the base, or for a path relative to it."""
         if name is None:
             return self.uri
         if self.is_local:

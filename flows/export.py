@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from export_core import run_export, sources, storage
@@ -118,7 +119,39 @@ def export_keras_model(
     create_markdown_artifact(
         key="keras-export", markdown=summary_markdown(result), description="SavedModel export"
     )
+    emit_published_event(result, source)
     return result
+
+
+PUBLISHED_EVENT = "model.version.published"
+
+
+def emit_published_event(result: dict, source: dict) -> None:
+    """Announces the new version so other deployments (roll-outs, alerts) can react."""
+    name = model_name(source)
+    emit_event(
+        event=PUBLISHED_EVENT,
+        resource={
+            "prefect.resource.id": f"keras-export.model.{name}",
+            "prefect.resource.name": name,
+        },
+        payload={
+            "uri": result["path"],
+            "version": result["version"],
+            "model": name,
+            "source_uri": source.get("uri"),
+            "source_sha256": source.get("sha256"),
+            "modes": result["modes"],
+        },
+    )
+
+
+def model_name(source: dict) -> str:
+    """The model's name: the source file's stem, else the Keras model's name."""
+    uri = source.get("uri")
+    if uri:
+        return uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".keras")
+    return source.get("name") or "model"
 
 
 def _size(draft) -> int:

@@ -1,0 +1,66 @@
+"""Serve the exporter's deployments with ``prefect.serve`` (no work pool needed).
+
+    KERAS_EXPORT_SOURCE_PREFIX=s3://ml/runs KERAS_EXPORT_DESTINATION=s3://registry/churn \\
+        python deployments/serve.py
+
+Two deployments, the same as ``deployments/prefect.yaml`` declares for work pools:
+
+* ``export-newest-model/scheduled-export`` — on a cron schedule (``KERAS_EXPORT_CRON``,
+  hourly by default), export the newest ``.keras`` under the source prefix unless it
+  is already the newest published version;
+* ``export-keras-model/on-training-completed`` — when a ``training.run.completed``
+  event arrives, export ``event.payload.model_uri`` to ``event.payload.destination``.
+
+Every publish emits ``model.version.published`` for other deployments to react to.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from prefect import serve
+from prefect.events import DeploymentEventTrigger
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from flows import export_keras_model, export_newest_model  # noqa: E402
+
+TRAINING_COMPLETED = "training.run.completed"
+
+
+def build_deployments(source_prefix: str, destination: str, cron: str = "0 * * * *"):
+    """The two deployments, configured with plain values."""
+    scheduled = export_newest_model.to_deployment(
+        name="scheduled-export",
+        cron=cron,
+        parameters={"source_prefix": source_prefix, "destination": destination},
+        description="Export the newest trained model under the source prefix.",
+        tags=["keras-export"],
+    )
+    triggered = export_keras_model.to_deployment(
+        name="on-training-completed",
+        triggers=[
+            DeploymentEventTrigger(
+                expect={TRAINING_COMPLETED},
+                parameters={
+                    "model": "{{ event.payload.model_uri }}",
+                    "destination": "{{ event.payload.destination }}",
+                },
+            )
+        ],
+        description="Export the model a finished training run announces.",
+        tags=["keras-export"],
+    )
+    return [scheduled, triggered]
+
+
+def main() -> None:
+    source = os.environ.get("KERAS_EXPORT_SOURCE_PREFIX", os.path.abspath("exports"))
+    destination = os.environ.get("KERAS_EXPORT_DESTINATION", os.path.abspath("exports/registry"))
+    cron = os.environ.get("KERAS_EXPORT_CRON", "0 * * * *")
+    serve(*build_deployments(source, destination, cron))
+
+
+if __name__ == "__main__":
+    main()

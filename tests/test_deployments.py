@@ -1,0 +1,199 @@
+"""Deployments and events on a real local Prefect server (SQLite, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from numpy.testing import assert_allclose
+
+from tests import models
+from tests.servers import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREFECT = os.path.join(os.path.dirname(sys.executable), "prefect")
+
+
+def wait_for(predicate, what: str, attempts: int = 600, delay: float = 0.5):
+    """Polls ``predicate`` (bounded); returns its first truthy value."""
+    for _ in range(attempts):
+        value = predicate()
+        if value:
+            return value
+        time.sleep(delay)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+    env.pop("PREFECT_API_KEY", None)
+    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    api = httpx.Client(base_url=env["PREFECT_API_URL"], timeout=30)
+
+    def healthy():
+        try:
+            return api.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return process.poll() is not None and pytest.fail((home / "server.log").read_text())
+
+    wait_for(healthy, "the Prefect server to start", attempts=480)
+    yield env, api, home
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def deployment(api, flow: str, name: str) -> dict | None:
+    response = api.get(f"/deployments/name/{flow}/{name}")
+    return response.json() if response.status_code == 200 else None
+
+
+def flow_runs(api, deployment_id: str) -> list[dict]:
+    body = {"deployments": {"id": {"any_": [deployment_id]}}}
+    return api.post("/flow_runs/filter", json=body).json()
+
+
+def events_named(api, name: str) -> list[dict]:
+    body = {
+        "filter": {"event": {"name": [name]}, "occurred": {"since": "2000-01-01T00:00:00Z"}},
+        "limit": 50,
+    }
+    response = api.post("/events/filter", json=body)
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+def test_served_deployments_schedule_trigger_and_announce(server, tmp_path):
+    env, api, home = server
+    source, registry = tmp_path / "runs", tmp_path / "registry"
+    source.mkdir()
+    serve_env = {
+        **env,
+        "KERAS_EXPORT_SOURCE_PREFIX": str(source),
+        "KERAS_EXPORT_DESTINATION": str(registry),
+        "KERAS_EXPORT_CRON": "17 3 * * *",
+    }
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    serving = subprocess.Popen(
+        [sys.executable, "deployments/serve.py"],
+        cwd=ROOT,
+        env=serve_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        scheduled = wait_for(
+            lambda: deployment(api, "export-newest-model", "scheduled-export"),
+            "the scheduled deployment",
+        )
+        crons = [s["schedule"].get("cron") for s in scheduled["schedules"]]
+        assert crons == ["17 3 * * *"], "the schedule is registered with the server"
+        triggered = wait_for(
+            lambda: deployment(api, "export-keras-model", "on-training-completed"),
+            "the triggered deployment",
+        )
+
+        model = models.functional_regressor()
+        model.save(source / "churn.keras")
+        emit = (
+            "from prefect.events import emit_event\n"
+            "from prefect.events.worker import EventsWorker\n"
+            "import sys\n"
+            "emit_event(event='training.run.completed',\n"
+            "           resource={'prefect.resource.id': 'training.run.42'},\n"
+            "           payload={'model_uri': sys.argv[1], 'destination': sys.argv[2]})\n"
+            "EventsWorker.drain_all()\n"
+        )
+        subprocess.run(
+            [sys.executable, "-c", emit, str(source / "churn.keras"), str(registry)],
+            env=env,
+            check=True,
+            timeout=120,
+        )
+
+        def finished_run():
+            runs = flow_runs(api, triggered["id"])
+            done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+            return done[0] if done else None
+
+        run = wait_for(finished_run, "the triggered flow run to finish")
+        assert run["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        assert run["parameters"]["model"] == str(source / "churn.keras")
+        (version,) = os.listdir(registry)
+        x, _ = models.regression_batch()
+        served = models.tf1_predict(str(registry / version), {"features": x})["prediction"]
+        assert_allclose(served, model.predict(x, verbose=0), atol=1e-5)
+
+        published = wait_for(
+            lambda: events_named(api, "model.version.published"),
+            "the model.version.published event",
+        )
+        payload = published[0]["payload"]
+        assert payload["uri"] == str(registry / version) and str(payload["version"]) == version
+        assert payload["model"] == "churn"
+        assert published[0]["resource"]["prefect.resource.name"] == "churn"
+    finally:
+        serving.terminate()
+        serving.wait(timeout=30)
+        log.close()
+
+
+def test_prefect_yaml_deploys_both_deployments(server, tmp_path):
+    env, api, _ = server
+    deploy_env = {
+        **env,
+        "KERAS_EXPORT_PROJECT_DIR": ROOT,
+        "KERAS_EXPORT_SOURCE_PREFIX": str(tmp_path / "runs"),
+        "KERAS_EXPORT_DESTINATION": str(tmp_path / "registry"),
+    }
+    subprocess.run(
+        [PREFECT, "work-pool", "create", "keras-export", "--type", "process"],
+        env=deploy_env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    done = subprocess.run(
+        [PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+        env=deploy_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    scheduled = deployment(api, "export-newest-model", "scheduled-export")
+    assert scheduled["work_pool_name"] == "keras-export"
+    assert [s["schedule"]["cron"] for s in scheduled["schedules"]] == ["0 * * * *"]
+    assert scheduled["parameters"]["destination"] == str(tmp_path / "registry")
+    triggered = deployment(api, "export-keras-model", "on-training-completed")
+    automations = api.post("/automations/filter", json={}).json()
+    mine = [
+        a
+        for a in automations
+        if any(act.get("deployment_id") == triggered["id"] for act in a["actions"])
+    ]
+    assert mine and mine[0]["trigger"]["expect"] == ["training.run.completed"]
+    parameters = mine[0]["actions"][0]["parameters"]
+    assert parameters["model"] == "{{ event.payload.model_uri }}"
