@@ -2,6 +2,7 @@
 # One entry point for a fresh clone:
 #   ./dev.sh demo   set up .venv, train a small model, export it, show what was written
 #   ./dev.sh test   set up .venv and run the whole test suite
+#   ./dev.sh bench  set up .venv and run the benchmark (bench/run.py; --quick for a smoke run)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
@@ -25,5 +26,6 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 case "${1:-}" in
   demo) setup; shift; exec "$VENV/bin/python" examples/quickstart.py "$@" ;;
   test) setup; shift; exec "$VENV/bin/python" -m pytest "$@" ;;
-  *) echo "usage: $0 demo|test [args]" >&2; exit 2 ;;
+  bench) setup; shift; exec "$VENV/bin/python" bench/run.py "$@" ;;
+  *) echo "usage: $0 demo|test|bench [args]" >&2; exit 2 ;;
 esac

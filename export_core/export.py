@@ -141,6 +141,7 @@ def run_export(
     lap("clone")
     traced = trace_modes(clones, plan)
     lap("trace")
+    seconds.update({f"trace:{mode}": t for mode, t in traced.seconds.items()})
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
     build_dir = storage.new_build_dir(dest, plan.timestamped)
     staging = None

@@ -19,8 +19,9 @@ those are what the functions capture, and what the TF1 session loader must find.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -48,9 +49,10 @@ class TracedMode:
 
 @dataclass(frozen=True)
 class TracedModes:
-    """All traced modes, in plan order."""
+    """All traced modes, in plan order, and the seconds each took to trace."""
 
     modes: Mapping[str, TracedMode]
+    seconds: Mapping[str, float] = field(default_factory=dict)
 
     def __getitem__(self, mode: str) -> TracedMode:
         return self.modes[mode]
@@ -66,12 +68,15 @@ def trace_modes(clones: ModeClones, plan: ExportPlan) -> TracedModes:
         ExportValidationError: A mode's function cannot be traced (the message
             says which mode and why).
     """
+    clock = time.perf_counter()
     serve = trace_serve(clones[c.SERVE], plan)
-    traced = {c.SERVE: serve}
+    traced, seconds = {c.SERVE: serve}, {c.SERVE: time.perf_counter() - clock}
     for mode in plan.modes:
         if mode != c.SERVE:
+            clock = time.perf_counter()
             traced[mode] = trace_supervised(clones[mode], plan, mode, serve.outputs)
-    return TracedModes(traced)
+            seconds[mode] = time.perf_counter() - clock
+    return TracedModes(traced, {m: round(t, 4) for m, t in seconds.items()})
 
 
 def trace_serve(model: keras.Model, plan: ExportPlan) -> TracedMode:

@@ -1,0 +1,177 @@
+"""Side-by-side benchmark: the exporter vs model.export (+ upload), each case in a fresh process.
+
+    ./dev.sh bench                 # all models, 3 runs each (tens of minutes on 2 cores)
+    ./dev.sh bench --quick         # mlp and mobilenetv2, 1 run: a smoke run
+
+Prints a table of medians with product/baseline ratios and writes bench/results/<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = ["mlp", "mobilenetv2", "resnet50", "dense100m"]
+CASES = [
+    "baseline_a",
+    "baseline_b",
+    "product_serving_noverify_local",
+    "product_serving_local",
+    "product_serving_s3",
+    "product_all_local",
+    "product_all_s3",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_s3() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("moto server did not start")
+
+
+def run_case(model: str, case: str, s3: str) -> dict:
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(HERE, "case.py"),
+            "--model",
+            model,
+            "--case",
+            case,
+            "--s3",
+            s3,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(f"{model}/{case} failed:\n{done.stderr[-3000:]}")
+
+
+def median_of(runs: list[dict]) -> dict:
+    out = dict(runs[0])
+    for key in ("seconds", "bytes", "peak_rss_above_start", "overhead_seconds", "direct_seconds"):
+        if key in out:
+            out[key] = statistics.median(r[key] for r in runs)
+    if "steps" in out:
+        out["steps"] = {k: statistics.median(r["steps"][k] for r in runs) for k in out["steps"]}
+    out["runs"] = len(runs)
+    return out
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    lx, ly = [math.log(x) for x in xs], [math.log(max(y, 1e-9)) for y in ys]
+    mx, my = statistics.mean(lx), statistics.mean(ly)
+    den = sum((x - mx) ** 2 for x in lx)
+    return sum((x - mx) * (y - my) for x, y in zip(lx, ly, strict=True)) / den if den else 0.0
+
+
+def report(results: dict) -> str:
+    mb = 1024 * 1024
+    lines = [
+        "| model | params | case | seconds | x baseline | MB written | x baseline | "
+        "peak RSS above start (MB) | x weight bytes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, cases in results["models"].items():
+        a, b = cases["baseline_a"], cases["baseline_b"]
+        for case, r in cases.items():
+            base = b if case.endswith("_s3") or case == "baseline_b" else a
+            lines.append(
+                f"| {model} | {r['params']:,} | {case} | {r['seconds']:.2f} | "
+                f"{r['seconds'] / base['seconds']:.2f} | {r['bytes'] / mb:.1f} | "
+                f"{r['bytes'] / base['bytes']:.2f} | {r['peak_rss_above_start'] / mb:.0f} | "
+                f"{r['peak_rss_above_start'] / r['weight_bytes']:.2f} |"
+            )
+    lines += ["", "Steps of product_all_local (seconds):", ""]
+    for model, cases in results["models"].items():
+        steps = cases["product_all_local"].get("steps", {})
+        lines.append(f"- {model}: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+    models = list(results["models"])
+    if len(models) > 1:
+        params = [results["models"][m]["product_all_local"]["params"] for m in models]
+        lines += ["", "Growth with parameter count (log-log slope; 1.0 = linear):", ""]
+        for key in ("seconds", "bytes", "peak_rss_above_start"):
+            for case in ("baseline_a", "product_serving_local", "product_all_local"):
+                ys = [results["models"][m][case][key] for m in models]
+                lines.append(f"- {case} {key}: {slope(params, ys):.2f}")
+    if "flow" in results:
+        f = results["flow"]
+        lines += [
+            "",
+            f"Prefect flow overhead (warm, serving-only {f['model']}): "
+            f"{f['overhead_seconds']:.2f} s per export "
+            f"(flow {f['seconds']:.2f} s vs direct {f['direct_seconds']:.2f} s)",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--models", nargs="*")
+    args = parser.parse_args()
+    models = args.models or (MODELS[:2] if args.quick else MODELS)
+    runs = args.runs or (1 if args.quick else 3)
+    proc, s3 = start_s3()
+    results: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "runs": runs,
+        "models": {},
+    }
+    try:
+        for model in models:
+            results["models"][model] = {}
+            for case in CASES:
+                measured = [run_case(model, case, s3) for _ in range(runs)]
+                results["models"][model][case] = median_of(measured)
+                print(
+                    f"{model:12} {case:32} {results['models'][model][case]['seconds']:8.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        results["flow"] = median_of([run_case(models[0], "flow_overhead", s3)])
+    finally:
+        proc.terminate()
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    path = os.path.join(HERE, "results", time.strftime("%Y%m%d-%H%M%S") + ".json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    print(report(results))
+    print(f"\nJSON: {path}")
+
+
+if __name__ == "__main__":
+    main()
