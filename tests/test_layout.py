@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 
 import keras
@@ -41,29 +40,6 @@ def test_taken_timestamp_moves_to_next_free_integer(tmp_path, monkeypatch):
     path = export_core.export_saved_model(models.functional_regressor(), str(tmp_path))
     assert path == str(tmp_path / str(now + 2))
     assert (tmp_path / str(now + 1) / "saved_model.pb").read_bytes() == b"someone else's"
-
-
-def test_concurrent_exports_to_one_base_get_distinct_complete_versions(tmp_path):
-    model = models.functional_regressor()
-    model.predict(models.regression_batch()[0], verbose=0)
-    paths: list[str] = []
-    errors: list[BaseException] = []
-
-    def export():
-        try:
-            paths.append(export_core.export_saved_model(model, str(tmp_path)))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=export) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    assert len(set(paths)) == 4
-    for path in paths:
-        assert "saved_model.pb" in os.listdir(path)
 
 
 def test_non_timestamped_accepts_missing_or_empty_folder(tmp_path):
