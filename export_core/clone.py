@@ -15,7 +15,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras.src.saving.serialization_lib import SafeModeScope
 
 from export_core import constants as c
@@ -74,17 +73,9 @@ def _clone(model: keras.Model, plan: ExportPlan, custom_objects: Mapping[str, An
             missing_custom_object_message(f"Model '{model.name}'", exc)
         ) from exc
     if not clone.built:
-        _build_like(clone, plan)
+        clone(plan.inputs.zeros())
     _copy_weights(model, clone)
     return clone
-
-
-def _build_like(clone: keras.Model, plan: ExportPlan) -> None:
-    zeros = [
-        tf.zeros([d if d is not None else 1 for d in t.shape], tf.as_dtype(t.dtype))
-        for t in plan.inputs.tensors
-    ]
-    clone(plan.inputs.pack(zeros))
 
 
 def _copy_weights(model: keras.Model, clone: keras.Model) -> None:

@@ -21,6 +21,19 @@ from export_core.verify import ParityReport
 from export_core.write import write_checkpoint, write_proto
 
 
+class StepClock:
+    """Records the wall time of each step: call it with a step's name when it ends."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._clock, 4)
+        self._clock = now
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What an export produced.
@@ -117,15 +130,7 @@ def run_export(
     successful publish; ``source`` (e.g. ``{"uri": ..., "sha256": ...}``) goes into
     the manifest.
     """
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[step] = round(now - clock, 4)
-        clock = now
-
+    lap = StepClock()
     plan = validate_export(
         model,
         saved_model_path,
@@ -141,7 +146,7 @@ def run_export(
     lap("clone")
     traced = trace_modes(clones, plan)
     lap("trace")
-    seconds.update({f"trace:{mode}": t for mode, t in traced.seconds.items()})
+    lap.seconds.update({f"trace:{mode}": t for mode, t in traced.seconds.items()})
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
     build_dir = storage.new_build_dir(dest, plan.timestamped)
     staging = None
@@ -162,4 +167,4 @@ def run_export(
         lap("publish")
     finally:
         storage.cleanup(build_dir, dest, staging)
-    return ExportResult(published.path, published.version, plan.modes, parity, seconds)
+    return ExportResult(published.path, published.version, plan.modes, parity, lap.seconds)

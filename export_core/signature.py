@@ -73,6 +73,12 @@ class InputSignature:
             return dict(zip(self.keys, flat, strict=True))
         return list(flat)
 
+    def zeros(self) -> Any:
+        """Zero inputs (unknown dimensions as 1), packed for ``model(...)``: builds a model."""
+        return self.pack(
+            [tf.zeros([d or 1 for d in t.shape], tf.as_dtype(t.dtype)) for t in self.tensors]
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "tensors": [t.to_dict() for t in self.tensors],

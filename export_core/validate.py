@@ -9,7 +9,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from export_core import constants as c
 from export_core import storage
@@ -201,12 +200,8 @@ def model_config_json(model: keras.Model) -> str | None:
 
 def _build_from_signature(model: keras.Model, input_signature: Any) -> None:
     signature = infer_input_signature(model, input_signature)
-    zeros = [
-        tf.zeros([d if d is not None else 1 for d in t.shape], tf.as_dtype(t.dtype))
-        for t in signature.tensors
-    ]
     try:
-        model(signature.pack(zeros))
+        model(signature.zeros())
     except Exception as exc:
         raise ExportValidationError(
             f"Model '{model.name}' could not be built from input_signature "

@@ -7,7 +7,6 @@ deployment can call the flows.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -17,18 +16,8 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from export_core import run_export, sources, storage
+from export_core.export import StepClock
 from tasks import steps
-
-
-class _Laps:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._clock = time.perf_counter()
-
-    def __call__(self, step: str) -> None:
-        now = time.perf_counter()
-        self.seconds[step] = round(now - self._clock, 4)
-        self._clock = now
 
 
 @flow(name="export-keras-model", validate_parameters=False)
@@ -63,7 +52,7 @@ def export_keras_model(
         ``parity``, ``pruned`` and ``seconds`` per step.
     """
     logger = get_run_logger()
-    lap = _Laps()
+    lap = StepClock()
     objects = sources.resolve_custom_objects(custom_objects)
     if isinstance(model, str):
         keras_model = sources.load_keras_source(model, objects, storage_options)

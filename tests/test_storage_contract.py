@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 
-import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
@@ -96,7 +95,6 @@ def test_non_timestamped_writes_into_an_empty_target(backend, tmp_path):
         model.predict(x, verbose=0),
         atol=1e-5,
     )
-    assert np.isfinite(x).all()
 
 
 def test_failed_verification_leaves_no_version_and_no_staging(backend):
