@@ -23,6 +23,7 @@ from tensorflow.python.saved_model import constants as saved_model_constants
 from tensorflow.python.saved_model import save as tf_save
 
 from export_core import constants as c
+from export_core import saver
 from export_core.errors import ExportError
 from export_core.trace import TracedMode, TracedModes
 from export_core.validate import ExportPlan
@@ -99,10 +100,17 @@ def build_meta_graph(traced: TracedMode) -> meta_graph_pb2.MetaGraphDef:
     """One mode's MetaGraphDef: its tags, its signature(s), its global step."""
     key = c.SIGNATURE_KEYS[traced.mode]
     meta_graph = meta_graph_pb2.MetaGraphDef()
+    groups = _groups(traced)
+    # TensorFlow's own save/restore functions are kept only when variables share a
+    # name and cannot be told apart in the graph (see ``saver``).
+    own_saver = saver.has_unique_names(groups)
+    options = tf.saved_model.SaveOptions(experimental_skip_saver=own_saver)
     _meta, graph, *_ = tf_save._build_meta_graph(  # noqa: SLF001 - see import note
-        traced.root, {key: traced.function}, tf.saved_model.SaveOptions(), meta_graph
+        traced.root, {key: traced.function}, options, meta_graph
     )
     ops.dismantle_graph(graph)
+    if own_saver:
+        saver.add_saver(meta_graph, groups)
     meta_graph.meta_info_def.ClearField("tags")
     meta_graph.meta_info_def.tags.extend(c.TAGS[traced.mode])
     meta_graph.signature_def[key].method_name = c.METHOD_NAMES[traced.mode]
@@ -121,7 +129,7 @@ def _add_global_step(meta_graph: meta_graph_pb2.MetaGraphDef, variable: tf.Varia
     The exported graph re-creates each variable as a ``VarHandleOp`` whose
     ``shared_name`` is the eager variable's, plus a ``<name>/Read/ReadVariableOp``.
     """
-    shared = variable._shared_name.encode()  # noqa: SLF001 - the only stable link
+    shared = saver.shared_name(variable)
     handles = [
         n.name
         for n in meta_graph.graph_def.node
