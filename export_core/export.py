@@ -6,6 +6,7 @@ validate → clone-per-mode → trace → write-checkpoint → write-proto → v
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,10 +16,21 @@ import keras
 
 from export_core import pipeline, storage
 from export_core.clone import clone_per_mode
+from export_core.errors import ExportValidationError
 from export_core.trace import trace_modes
 from export_core.validate import validate_export
-from export_core.verify import ParityReport
+from export_core.verify import FULL, ParityReport
 from export_core.write import write_checkpoint, write_proto
+
+
+def release_clones() -> None:
+    """Frees the per-mode clones and traced graphs the caller has let go of.
+
+    Keras models hold reference cycles, so dropping the names is not enough; a
+    collection returns their weights (a copy per mode) before verify-reload loads
+    the SavedModel again.
+    """
+    gc.collect()
 
 
 class StepClock:
@@ -118,18 +130,21 @@ def run_export(
     timestamped: bool = True,
     storage_options: Mapping[str, Any] | None = None,
     sample_inputs: Any = None,
-    verify: bool = True,
+    verify: bool | str = True,
     keep_versions: int | None = None,
     source: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """``export_saved_model`` returning the full ``ExportResult``.
 
     ``sample_inputs`` (dict by input name, list, or one array) are the golden
-    inputs verify-reload compares on; ``verify=False`` skips that step.
+    inputs verify-reload compares on; ``verify=False`` skips that step and
+    ``verify="full"`` loads every MetaGraph with both loaders (see ``verify``).
     ``keep_versions`` prunes the oldest complete versions beyond that many after a
     successful publish; ``source`` (e.g. ``{"uri": ..., "sha256": ...}``) goes into
     the manifest.
     """
+    if verify not in (True, False, FULL):
+        raise ExportValidationError(f"verify must be True, False or {FULL!r}, received {verify!r}.")
     lap = StepClock()
     plan = validate_export(
         model,
@@ -155,11 +170,15 @@ def run_export(
         lap("write_checkpoint")
         write_proto(traced, plan, build_dir)
         lap("write_proto")
+        del clones, traced  # a weight copy per mode, graphs: freed before verify
+        release_clones()
         draft, staging = pipeline.stage_build(build_dir, plan, source)
         lap("stage")
         parity = None
         if verify:
-            parity = pipeline.verify_landed(build_dir, staging, model, plan, draft, sample_inputs)
+            parity = pipeline.verify_landed(
+                build_dir, staging, model, plan, draft, sample_inputs, full=verify == FULL
+            )
             lap("verify_reload")
         published, _pruned = pipeline.publish_version(
             build_dir, staging, plan, draft, parity, keep_versions

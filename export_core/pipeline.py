@@ -42,12 +42,13 @@ def verify_landed(
     plan: ExportPlan,
     draft: mf.Manifest,
     sample_inputs: Any = None,
+    full: bool = False,
 ) -> ParityReport:
-    """Checks the bytes at the destination and reloads them with both loaders."""
+    """Checks the bytes at the destination and reloads them with TF's loaders."""
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
     with storage.read_back(dest, build_dir, staging) as landed:
         mf.check_files(landed, draft)
-        return verify_reload(landed, model, plan.inputs, plan.modes, sample_inputs)
+        return verify_reload(landed, model, plan.inputs, plan.modes, sample_inputs, full)
 
 
 def publish_version(

@@ -90,8 +90,11 @@ def verify_saved_model(
     model: keras.Model | None = None,
     storage_options: Mapping[str, Any] | None = None,
     progress=None,
+    full: bool = False,
 ) -> dict[str, Any]:
-    """Re-checks a published version: manifest hashes, both loaders, optional parity.
+    """Re-checks a published version: manifest hashes, TF's loaders, optional parity.
+
+    ``full`` loads every MetaGraph with both loaders (see ``export_core.verify``).
 
     Raises:
         VerificationError: Files differ from the manifest, a MetaGraph does not load,
@@ -116,7 +119,7 @@ def verify_saved_model(
                 inputs = infer_input_signature(model)
             except ExportValidationError:
                 pass
-        parity = verify_reload(local, model, inputs, modes)
+        parity = verify_reload(local, model, inputs, modes, full=full)
     return {
         "path": path,
         "manifest_checked": manifest is not None,

@@ -1,10 +1,10 @@
 """``keras-export``: the command line, in the manner of saved_model_cli, gsutil and prefect.
 
-    keras-export export MODEL DEST [options]   run the export flow
-    keras-export inspect PATH                  MetaGraphs, signatures, files, manifest
-    keras-export verify PATH [--model MODEL]   re-check hashes, both loaders, parity
-    keras-export versions BASE                 versions, newest last, with their status
-    keras-export gc BASE --keep N              prune old versions and stale staging
+    keras-export export MODEL DEST [options]         run the export flow
+    keras-export inspect PATH                        MetaGraphs, signatures, files, manifest
+    keras-export verify PATH [--model M] [--full]    re-check hashes, loaders, parity
+    keras-export versions BASE                       versions, newest last, with status
+    keras-export gc BASE --keep N                    prune old versions and stale staging
 
 Exit codes: 0 success, 2 usage error (bad arguments or options), 3 export or storage
 failure, 4 verification failure, 1 anything unexpected.
@@ -61,6 +61,9 @@ def _json_arg(text: str | None, name: str) -> Any:
         raise UsageError(f"{name} is not valid JSON ({exc.msg}): {text!r}") from exc
 
 
+FULL_HELP = "load train and eval MetaGraphs with tf.saved_model.load too (slower)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-export",
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--custom-object", action="append", default=None, metavar="PKG.MOD:NAME")
     export.add_argument("--keep-versions", type=int, metavar="N")
     export.add_argument("--sample-inputs", metavar="NPZ", help="golden inputs for verification")
+    export.add_argument("--full-verify", action="store_true", help=FULL_HELP)
     export.add_argument(
         "--no-timestamp",
         action="store_true",
@@ -94,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="show MetaGraphs, signatures, files, manifest")
     inspect.add_argument("path")
 
-    verify = sub.add_parser("verify", help="re-check hashes and reload with both loaders")
+    verify = sub.add_parser("verify", help="re-check hashes and reload with TF's loaders")
     verify.add_argument("path")
     verify.add_argument("--model", help="a .keras model to compare predictions with")
+    verify.add_argument("--full", action="store_true", help=FULL_HELP)
 
     versions = sub.add_parser("versions", help="list versions, newest last")
     versions.add_argument("base")
@@ -131,6 +136,7 @@ def run_export_command(args, options) -> dict:
                 keep_versions=args.keep_versions,
                 sample_inputs=args.sample_inputs,
                 timestamped=not args.no_timestamp,
+                full_verify=args.full_verify,
             )
         finally:
             bar.close()
@@ -153,7 +159,7 @@ def run_command(args) -> dict | list:
         bar = Progress("download")
         try:
             return registry.verify_saved_model(
-                args.path, model=model, storage_options=options, progress=bar
+                args.path, model=model, storage_options=options, progress=bar, full=args.full
             )
         finally:
             bar.close()

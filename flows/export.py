@@ -16,7 +16,7 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from export_core import run_export, sources, storage
-from export_core.export import StepClock
+from export_core.export import StepClock, release_clones
 from tasks import steps
 
 
@@ -32,6 +32,7 @@ def export_keras_model(
     keep_versions: int | None = None,
     sample_inputs: str | None = None,
     timestamped: bool = True,
+    full_verify: bool = False,
 ) -> dict:
     """Exports a Keras model as a verified SavedModel version under ``destination``.
 
@@ -46,6 +47,8 @@ def export_keras_model(
         keep_versions: After publishing, keep only this many newest complete versions.
         sample_inputs: URI of an ``.npz`` of golden inputs for verify-reload.
         timestamped: Create an integer version folder under ``destination``.
+        full_verify: Load every MetaGraph with both TensorFlow loaders, not only
+            the serving one (see ``export_core.verify``).
 
     Returns:
         ``path``, ``version``, ``modes``, ``tags``, ``signatures``, ``files``,
@@ -84,10 +87,12 @@ def export_keras_model(
         lap("write_checkpoint")
         steps.proto(traced, plan, build_dir)
         lap("write_proto")
+        del clones, traced  # a weight copy per mode, graphs: freed before verify
+        release_clones()
         draft, staging = steps.stage(build_dir, plan, source)
         logger.info("Staged %d files (%d bytes)", len(draft.files), _size(draft))
         lap("stage")
-        parity = steps.verify(build_dir, staging, keras_model, plan, draft, samples)
+        parity = steps.verify(build_dir, staging, keras_model, plan, draft, samples, full_verify)
         lap("verify_reload")
         published, pruned = steps.publish(build_dir, staging, plan, draft, parity, keep_versions)
         lap("publish")

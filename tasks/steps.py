@@ -58,9 +58,15 @@ def stage(build_dir: str, plan: ExportPlan, source: dict) -> tuple[Manifest, str
 
 @task(name="verify-reload", cache_policy=NO_CACHE)
 def verify(
-    build_dir: str, staging: str | None, model: Any, plan: ExportPlan, draft: Manifest, samples: Any
+    build_dir: str,
+    staging: str | None,
+    model: Any,
+    plan: ExportPlan,
+    draft: Manifest,
+    samples: Any,
+    full: bool = False,
 ) -> ParityReport:
-    return pipeline.verify_landed(build_dir, staging, model, plan, draft, samples)
+    return pipeline.verify_landed(build_dir, staging, model, plan, draft, samples, full)
 
 
 @task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -10,8 +10,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 import export_core
+from export_core.verify import inputs_from_saved_model as verify_inputs
 from export_core.verify import verify_reload
 from tests import models
 
@@ -37,10 +39,36 @@ def test_verify_uses_golden_inputs_when_given(tmp_path):
     golden = {"features": np.full((5, 3), 0.5, "float32")}
     result = export_core.run_export(model, str(tmp_path), sample_inputs=golden)
     assert result.parity.samples == 5 and not result.parity.synthesized
+    assert set(result.parity.loaders) == {"tf1:serve", "tf2:serve", "tf1:train", "tf1:eval"}
+    assert result.parity.max_abs_diff <= 1e-5
+
+
+def test_full_verification_loads_every_metagraph_with_both_loaders(tmp_path):
+    result = export_core.run_export(models.functional_regressor(), str(tmp_path), verify="full")
     assert set(result.parity.loaders) == {
         f"{k}:{t}" for k in ("tf1", "tf2") for t in ("serve", "train", "eval")
     }
-    assert result.parity.max_abs_diff <= 1e-5
+
+
+def test_verify_fails_when_a_training_metagraph_cannot_restore(tmp_path):
+    """Train and eval graphs are loaded and restored too, not only the serving one."""
+    path = export_core.export_saved_model(models.functional_regressor(), str(tmp_path))
+    proto_path = os.path.join(path, "saved_model.pb")
+    proto = saved_model_pb2.SavedModel()
+    with open(proto_path, "rb") as f:
+        proto.ParseFromString(f.read())
+    proto.meta_graphs[1].saver_def.restore_op_name = "no/such/op"
+    with open(proto_path, "wb") as f:
+        f.write(proto.SerializeToString())
+    plan_inputs = verify_inputs(path)
+    with pytest.raises(export_core.VerificationError, match="'train' MetaGraph .* TF1 session"):
+        verify_reload(path, None, plan_inputs, ("serve", "train", "eval"))
+
+
+def test_verify_level_is_checked(tmp_path):
+    with pytest.raises(export_core.ExportValidationError, match="verify"):
+        export_core.run_export(models.functional_regressor(), str(tmp_path), verify="deep")
+    assert os.listdir(tmp_path) == []
 
 
 def test_verify_rejects_a_savedmodel_of_another_model(tmp_path):
