@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
-import numpy as np
+from keras.src.models.functional import Functional
 from keras.src.saving.serialization_lib import SafeModeScope
 
 from export_core import constants as c
@@ -53,20 +53,27 @@ def clone_per_mode(
             # model(x, training=False) reads the model; it changes no state.
             clones[mode] = model
             continue
-        clone = _clone(model, plan, custom_objects)
+        # The serving graph needs no optimizer: its clone is not compiled, which
+        # spares building the optimizer's slots (Adam: two per weight).
+        clone = _clone(model, plan, custom_objects, compile=mode != c.SERVE)
         if mode != c.SERVE:
             _copy_optimizer_state(model, clone)
         clones[mode] = clone
     return ModeClones(clones)
 
 
-def _clone(model: keras.Model, plan: ExportPlan, custom_objects: Mapping[str, Any] | None):
+def _clone(
+    model: keras.Model,
+    plan: ExportPlan,
+    custom_objects: Mapping[str, Any] | None,
+    compile: bool = True,  # noqa: A002 - Keras's own name for it
+):
     try:
         # The caller's own in-memory model is trusted code: a Lambda layer in it
         # must clone. (Loading a config from disk stays in safe mode, see load.py.)
         with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
-            clone = keras.models.clone_model(model)
-            if model.compiled and not clone.compiled:
+            clone = _clone_with_zero_init(model) or keras.models.clone_model(model)
+            if compile and model.compiled and not clone.compiled:
                 clone.compile_from_config(model.get_compile_config())
     except (TypeError, ValueError) as exc:
         raise CustomObjectError(
@@ -76,6 +83,41 @@ def _clone(model: keras.Model, plan: ExportPlan, custom_objects: Mapping[str, An
         clone(plan.inputs.zeros())
     _copy_weights(model, clone)
     return clone
+
+
+def _clone_with_zero_init(model: keras.Model) -> keras.Model | None:
+    """Clones a Functional or Sequential model whose layers start from zeros.
+
+    Every weight is overwritten by the model's own right after, so drawing random
+    initial values (glorot, he...) is wasted work: 3 clones of a 100M-parameter
+    Dense model spent 4.4 of 5.6 s in their initializers. Each layer is rebuilt
+    from its config with every ``*_initializer`` set to zeros. Anything else (a
+    subclass, or a layer that rejects the change) returns None: the caller clones
+    the usual way, which behaves exactly as before.
+    """
+    if type(model) not in (Functional, keras.Sequential):
+        return None
+
+    def rebuild(layer):
+        return layer.__class__.from_config(_zero_initializers(layer.get_config()))
+
+    try:
+        return keras.models.clone_model(model, clone_function=rebuild)
+    except Exception:  # noqa: BLE001 - any failure here means "clone normally"
+        return None
+
+
+def _zero_initializers(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {
+            key: "zeros"
+            if key.endswith("_initializer") and isinstance(value, str | dict)
+            else _zero_initializers(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [_zero_initializers(value) for value in config]
+    return config
 
 
 def _copy_weights(model: keras.Model, clone: keras.Model) -> None:
@@ -113,4 +155,4 @@ def _copy_optimizer_state(model: keras.Model, clone: keras.Model) -> None:
             )
         pairs = list(zip(source.variables, optimizer.variables, strict=True))
     for src, dst in pairs:
-        dst.assign(np.asarray(src.numpy()))
+        dst.assign(src.value)

@@ -206,3 +206,33 @@ def test_uninferable_signature_asks_to_build_or_pass_one(tmp_path, make):
     with pytest.raises(ValueError, match="input_signature"):
         export_core.export_saved_model(make(), str(target), serving_only=True)
     assert not target.exists()
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class OrthogonalOnly(keras.layers.Dense):
+    """A layer that refuses any kernel initializer but an orthogonal one."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(units, **kwargs)
+        if not isinstance(self.kernel_initializer, keras.initializers.Orthogonal):
+            raise ValueError("OrthogonalOnly needs kernel_initializer='orthogonal'")
+
+
+def test_clones_skip_random_initialisation_but_fall_back_when_a_layer_objects(tmp_path, batch):
+    """Clones are rebuilt with zero initializers (the weights are copied in anyway)."""
+    from export_core import clone
+
+    plain = models.functional_regressor()
+    fast = clone._clone_with_zero_init(plain)
+    assert fast is not None
+    assert all(not np.any(w.numpy()) for w in fast.weights)
+
+    inputs = keras.Input((3,), name="x")
+    picky = keras.Model(
+        inputs, OrthogonalOnly(2, kernel_initializer="orthogonal", name="y")(inputs)
+    )
+    picky.compile("adam", "mse")
+    assert clone._clone_with_zero_init(picky) is None
+    path = export_core.export_saved_model(picky, str(tmp_path))
+    got = models.tf1_predict(path, {"x": batch})["y"]
+    assert_allclose(got, picky.predict(batch, verbose=0), atol=1e-5)
