@@ -90,7 +90,7 @@ def test_non_finite_weights_are_rejected(tmp_path, bad):
     model = models.functional_regressor()
     kernel = model.get_layer("hidden").kernel
     kernel.assign(np.where(np.eye(3, 5) > 0, bad, kernel.numpy()))
-    with pytest.raises(ValueError, match="hidden/kernel holds 3 non-finite"):
+    with pytest.raises(ValueError, match="'hidden/kernel' holds 3 non-finite"):
         export_core.export_saved_model(model, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
