@@ -172,14 +172,19 @@ def run_export(
         lap("write_proto")
         del clones, traced  # a weight copy per mode, graphs: freed before verify
         release_clones()
-        draft, staging = pipeline.stage_build(build_dir, plan, source)
-        lap("stage")
-        parity = None
-        if verify:
-            parity = pipeline.verify_landed(
-                build_dir, staging, model, plan, draft, sample_inputs, full=verify == FULL
-            )
+        lap("release_clones")
+
+        def verify_step():
+            if not verify:
+                return None
+            parity = pipeline.verify_build(build_dir, model, plan, sample_inputs, verify == FULL)
             lap("verify_reload")
+            return parity
+
+        draft, staging, parity = pipeline.stage_while_verifying(
+            build_dir, plan, verify_step, source
+        )
+        lap("stage")  # what the upload took beyond verification (they overlap)
         published, _pruned = pipeline.publish_version(
             build_dir, staging, plan, draft, parity, keep_versions
         )

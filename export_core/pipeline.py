@@ -1,14 +1,18 @@
 """The steps after writing, shared by ``run_export`` and the Prefect flow.
 
-verify-reload reads back what landed at the destination (the staging copy) and
-checks it against the build's manifest and the in-memory model; publish then makes
-the version visible, manifest last, and applies retention.
+stage describes the build (the manifest) and, for remote destinations, uploads it
+to a staging prefix and confirms the bytes that landed there. verify-reload loads
+the build with TensorFlow's loaders. The two are independent (the staged bytes are
+confirmed equal to the build's), so they run at the same time: the upload is I/O,
+verification is mostly TensorFlow's C++. publish then makes the version visible,
+manifest last, and applies retention.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import keras
@@ -25,30 +29,73 @@ def stage_build(
     source: Mapping[str, Any] | None = None,
     progress: storage.ProgressFn | None = None,
 ):
-    """Describes the build (manifest without parity) and uploads it to staging.
+    """Describes the build (manifest without parity), uploads and confirms it.
 
     ``progress(bytes_done, bytes_total)`` is called after each uploaded file.
+    Returns the draft manifest and the staging prefix (None for local builds).
+
+    Raises:
+        StorageError: The upload failed.
+        VerificationError: What landed differs from the build.
+        Either way the staging prefix is removed.
     """
     draft = mf.build_manifest(build_dir, source=source)
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
     staging = storage.stage(build_dir, dest, plan.timestamped, progress)
+    if staging is not None:
+        try:
+            storage.confirm_landed(dest, build_dir, staging, draft.files)
+        except BaseException:
+            storage.cleanup_staging(dest, staging)
+            raise
     return draft, staging
 
 
-def verify_landed(
+def verify_build(
     build_dir: str,
-    staging: str | None,
-    model: keras.Model,
+    model: keras.Model | None,
     plan: ExportPlan,
-    draft: mf.Manifest,
     sample_inputs: Any = None,
     full: bool = False,
 ) -> ParityReport:
-    """Checks the bytes at the destination and reloads them with TF's loaders."""
-    dest = storage.Destination.parse(plan.destination, plan.storage_options)
-    with storage.read_back(dest, build_dir, staging) as landed:
-        mf.check_files(landed, draft)
-        return verify_reload(landed, model, plan.inputs, plan.modes, sample_inputs, full)
+    """Reloads the build with TensorFlow's loaders and checks serving parity."""
+    return verify_reload(build_dir, model, plan.inputs, plan.modes, sample_inputs, full)
+
+
+def stage_while_verifying(
+    build_dir: str,
+    plan: ExportPlan,
+    verify: Callable[[], ParityReport | None],
+    source: Mapping[str, Any] | None = None,
+    on_verified: Callable[[], None] | None = None,
+):
+    """Runs ``stage_build`` on a thread while ``verify()`` runs on this one.
+
+    Returns ``(draft, staging, parity)``. If either fails, the other is waited for
+    and the staging prefix removed before the first error is raised.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="stage") as pool:
+        upload = pool.submit(stage_build, build_dir, plan, source)
+        try:
+            parity = verify()
+        except BaseException:
+            discard_staged(upload, plan)
+            raise
+        if on_verified is not None:
+            on_verified()
+        draft, staging = upload.result()
+    return draft, staging, parity
+
+
+def discard_staged(upload: Future | Any, plan: ExportPlan) -> None:
+    """Waits for a running stage (a Future) and removes what it uploaded."""
+    try:
+        _draft, staging = upload.result()
+    except BaseException:  # noqa: BLE001 - it cleaned up after itself; the caller's error wins
+        return
+    if staging is not None:
+        dest = storage.Destination.parse(plan.destination, plan.storage_options)
+        storage.cleanup_staging(dest, staging)
 
 
 def publish_version(

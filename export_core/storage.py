@@ -16,7 +16,9 @@ backend-specific decision is how a finished build becomes visible:
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -32,7 +34,12 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from export_core import constants as c
-from export_core.errors import ExportValidationError, StorageError, VersionExistsError
+from export_core.errors import (
+    ExportValidationError,
+    StorageError,
+    VerificationError,
+    VersionExistsError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,8 @@ CLAIMS_DIR = ".claims"
 # saved_model.pb(txt) comes after every other file of the SavedModel, the manifest
 # after it: TF Serving takes the proto's presence as "complete".
 LAST_FILES = (c.SAVED_MODEL_PB, c.SAVED_MODEL_PBTXT)
+S3_PART_SIZE = 50 * 2**20  # s3fs's default part size, passed explicitly
+HASH_CHUNK = 1 << 20
 MANIFEST_FILE = c.MANIFEST
 
 BACKEND_HINTS = {
@@ -229,7 +238,7 @@ def stage(
     done = 0
     try:
         for f in files:  # one by one, so progress is reported per file
-            dest.fs.put_file(os.path.join(build_dir, f), f"{staging}/{f}")
+            _put_file(dest.fs, os.path.join(build_dir, f), f"{staging}/{f}")
             done += os.path.getsize(os.path.join(build_dir, f))
             _report(progress, done, total)
     except Exception as exc:  # noqa: BLE001 - backends raise their own error types
@@ -238,14 +247,102 @@ def stage(
     return staging
 
 
-@contextlib.contextmanager
-def read_back(dest: Destination, build_dir: str, staging: str | None) -> Iterator[str]:
-    """Yields a local folder holding exactly what landed at the destination."""
-    if staging is None:
-        yield build_dir
-        return
-    with _download(dest, staging) as local:
-        yield local
+def _put_file(fs: Any, local: str, remote: str) -> None:
+    if _is_s3(fs):
+        # A fixed part size makes the object's ETag predictable (see confirm_landed).
+        fs.put_file(local, remote, chunksize=S3_PART_SIZE)
+    else:
+        fs.put_file(local, remote)
+
+
+def _is_s3(fs: Any) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return "s3" in protocols
+
+
+def confirm_landed(
+    dest: Destination, build_dir: str, staging: str, expected: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """Checks that the staged objects are byte for byte the build's files.
+
+    ``expected`` maps each relative path to its manifest entry (``size``). The check
+    uses the checksum the store reports when it can be recomputed from the local
+    file: S3's ETag (the MD5 of a plain upload, or the MD5 of the part MD5s of a
+    multipart upload with our part size), GCS's ``md5Hash``. Anything else (another
+    store, an SSE-KMS object whose ETag is no MD5) is downloaded and compared by
+    sha256. Returns how each file was checked: ``"etag"``, ``"md5"`` or ``"sha256"``.
+
+    Raises:
+        VerificationError: A file is missing, extra, or differs.
+        StorageError: The staging prefix could not be listed or read.
+    """
+    try:
+        details = dest.fs.find(staging, detail=True)
+    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+        raise storage_error(f"Listing '{dest.child_uri(None)}' staging failed", exc) from exc
+    landed = {path[len(staging) :].lstrip("/"): info for path, info in details.items()}
+    missing, unexpected = sorted(set(expected) - set(landed)), sorted(set(landed) - set(expected))
+    if missing or unexpected:
+        raise VerificationError(
+            f"The upload to {dest.uri} is incomplete: missing {missing}, unexpected "
+            f"{unexpected}. Nothing was published."
+        )
+    methods = {}
+    for rel, entry in sorted(expected.items()):
+        info, local = landed[rel], os.path.join(build_dir, rel)
+        if int(info.get("size") or 0) != int(entry["size"]):
+            raise VerificationError(
+                f"{rel} landed at {dest.uri} with {info.get('size')} bytes, not "
+                f"{entry['size']}. Nothing was published."
+            )
+        methods[rel] = _checksum_match(info, local) or _download_match(dest, rel, local, staging)
+    return methods
+
+
+def _checksum_match(info: Mapping[str, Any], local: str) -> str | None:
+    etag = str(info.get("ETag") or "").strip('"')
+    if etag and etag == s3_etag(local, os.path.getsize(local)):
+        return "etag"
+    md5 = info.get("md5Hash")
+    if md5 and md5 == base64.b64encode(_md5(local).digest()).decode():
+        return "md5"
+    return None
+
+
+def _download_match(dest: Destination, rel: str, local: str, staging: str) -> str:
+    from export_core.manifest import sha256_file
+
+    with tempfile.TemporaryDirectory(prefix="keras-export-check-") as tmp:
+        copy = os.path.join(tmp, "landed")
+        try:
+            dest.fs.get_file(f"{staging}/{rel}", copy)
+        except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+            raise storage_error(f"Reading back '{rel}' from '{dest.uri}' failed", exc) from exc
+        if sha256_file(copy) != sha256_file(local):
+            raise VerificationError(
+                f"{rel} landed at {dest.uri} differs from the build (sha256). Nothing was "
+                "published."
+            )
+    return "sha256"
+
+
+def s3_etag(path: str, size: int) -> str:
+    """The ETag S3 gives ``path`` uploaded by ``_put_file`` (unencrypted or SSE-S3)."""
+    if size < 2 * S3_PART_SIZE:  # s3fs uploads this in one PUT
+        return _md5(path).hexdigest()
+    parts = []
+    with open(path, "rb") as handle:
+        while chunk := handle.read(S3_PART_SIZE):
+            parts.append(hashlib.md5(chunk).digest())  # noqa: S324 - see _md5
+    return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"  # noqa: S324
+
+
+def _md5(path: str):
+    digest = hashlib.md5()  # noqa: S324 - what the stores report; integrity, not security
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest
 
 
 @contextlib.contextmanager
@@ -305,7 +402,11 @@ def cleanup(build_dir: str, dest: Destination, staging: str | None) -> None:
     """Removes the local build and the remote staging prefix, whatever happened."""
     remove_build_dir(build_dir)
     if staging is not None:
-        _quiet_rm(dest.fs, [staging], recursive=True)
+        cleanup_staging(dest, staging)
+
+
+def cleanup_staging(dest: Destination, staging: str) -> None:
+    _quiet_rm(dest.fs, [staging], recursive=True)
 
 
 def _publish_local(build_dir: str, dest: Destination, timestamped: bool) -> Published:

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from export_core import run_export, sources, storage
+from export_core import pipeline, run_export, sources, storage
 from export_core.export import StepClock, release_clones
 from tasks import steps
 
@@ -89,11 +89,18 @@ def export_keras_model(
         lap("write_proto")
         del clones, traced  # a weight copy per mode, graphs: freed before verify
         release_clones()
-        draft, staging = steps.stage(build_dir, plan, source)
+        lap("release_clones")
+        # The upload runs on the task runner while this thread verifies the build.
+        upload = steps.stage.submit(build_dir, plan, source)
+        try:
+            parity = steps.verify(build_dir, keras_model, plan, samples, full_verify)
+        except BaseException:
+            pipeline.discard_staged(upload, plan)
+            raise
+        lap("verify_reload")
+        draft, staging = upload.result()
         logger.info("Staged %d files (%d bytes)", len(draft.files), _size(draft))
         lap("stage")
-        parity = steps.verify(build_dir, staging, keras_model, plan, draft, samples, full_verify)
-        lap("verify_reload")
         published, pruned = steps.publish(build_dir, staging, plan, draft, parity, keep_versions)
         lap("publish")
     finally:

@@ -58,15 +58,9 @@ def stage(build_dir: str, plan: ExportPlan, source: dict) -> tuple[Manifest, str
 
 @task(name="verify-reload", cache_policy=NO_CACHE)
 def verify(
-    build_dir: str,
-    staging: str | None,
-    model: Any,
-    plan: ExportPlan,
-    draft: Manifest,
-    samples: Any,
-    full: bool = False,
+    build_dir: str, model: Any, plan: ExportPlan, samples: Any, full: bool = False
 ) -> ParityReport:
-    return pipeline.verify_landed(build_dir, staging, model, plan, draft, samples, full)
+    return pipeline.verify_build(build_dir, model, plan, samples, full)
 
 
 @task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -20,6 +20,7 @@ class FlakyFileSystem(MemoryFileSystem):
     root_marker = "/"
     fail_put_after: int | None = None
     fail_copy_after: int | None = None
+    corrupt_data = False  # flip one byte of every checkpoint shard it stores
     puts = copies = 0
 
     @classmethod
@@ -29,13 +30,18 @@ class FlakyFileSystem(MemoryFileSystem):
         return MemoryFileSystem._strip_protocol(path)
 
     @classmethod
-    def reset(cls, put: int | None = None, copy: int | None = None) -> None:
+    def reset(cls, put: int | None = None, copy: int | None = None, corrupt=False) -> None:
         cls.fail_put_after, cls.fail_copy_after, cls.puts, cls.copies = put, copy, 0, 0
+        cls.corrupt_data = corrupt
 
     def put_file(self, lpath, rpath, *args, **kwargs):
         type(self).puts += 1
         if self.fail_put_after is not None and self.puts > self.fail_put_after:
             raise ConnectionResetError("connection reset by peer (injected)")
+        if self.corrupt_data and ".data-" in rpath:
+            data = bytearray(open(lpath, "rb").read())
+            data[len(data) // 2] ^= 0x01  # silent corruption in transit
+            return self.pipe_file(rpath, bytes(data))
         return super().put_file(lpath, rpath, *args, **kwargs)
 
     def cp_file(self, path1, path2, **kwargs):
@@ -71,6 +77,15 @@ def test_fault_part_way_publishes_nothing_and_a_rerun_succeeds(flaky, fault):
     versions = {p.split("/")[2] for p in fs.find("/registry")}
     assert versions == {"1000", version}
     assert fs.exists(f"/registry/{version}/export_manifest.json")
+
+
+def test_bytes_corrupted_in_transit_are_caught_and_nothing_is_published(flaky):
+    fs = fsspec.filesystem("flaky")
+    fs.pipe("/registry/1000/saved_model.pb", b"existing version")
+    flaky.reset(corrupt=True)
+    with pytest.raises(export_core.VerificationError, match="variables.data-.*differs"):
+        export_core.export_saved_model(models.functional_regressor(), "flaky://registry")
+    assert fs.find("/registry") == ["/registry/1000/saved_model.pb"], "nothing else remains"
 
 
 def test_credentials_never_appear_in_errors(flaky, caplog):
@@ -161,7 +176,7 @@ from tests.test_faults import build_locally
 model = models.functional_regressor()
 plan, dest, build_dir = build_locally(model, sys.argv[1], json.loads(sys.argv[2]))
 draft, staging = pipeline.stage_build(build_dir, plan)
-parity = pipeline.verify_landed(build_dir, staging, model, plan, draft)
+parity = pipeline.verify_build(build_dir, model, plan)
 os.kill(os.getpid(), signal.SIGKILL)  # interrupted between verify-reload and publish
 """
 
