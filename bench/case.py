@@ -103,6 +103,8 @@ def run_case(case: str, model: keras.Model, work: str, s3_url: str | None) -> di
             fs.put(files, [f"{prefix}/{os.path.relpath(f, local)}" for f in files])
             out["seconds"] = time.perf_counter() - t
         return out
+    if case == "keras_train_step":
+        return keras_train_step(model)
     serving_only = "serving" in case
     verify = "noverify" not in case
     if case.startswith("flow_") or case.startswith("direct_"):
@@ -125,6 +127,20 @@ def run_case(case: str, model: keras.Model, work: str, s3_url: str | None) -> di
             os.path.getsize(os.path.join(r, f)) for r, _, fs_ in os.walk(result.path) for f in fs_
         )
     return out
+
+
+def keras_train_step(model: keras.Model) -> dict:
+    """Reference: what Keras itself spends building its train step (first call - warm call)."""
+    shape = [2, *model.inputs[0].shape[1:]]
+    x = np.zeros(shape, "float32")
+    y = np.zeros([2, *model.outputs[0].shape[1:]], "float32")
+    t = time.perf_counter()
+    model.train_on_batch(x, y)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    model.train_on_batch(x, y)
+    warm = time.perf_counter() - t
+    return {"seconds": first - warm, "first_call": first, "warm_call": warm, "bytes": 0}
 
 
 def flow_overhead(case: str, model: keras.Model, work: str) -> dict:

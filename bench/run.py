@@ -75,6 +75,9 @@ def run_case(model: str, case: str, s3: str) -> dict:
     raise RuntimeError(f"{model}/{case} failed:\n{done.stderr[-3000:]}")
 
 
+REFERENCE = "keras_train_step"  # not an export: Keras's own train-step build time
+
+
 def median_of(runs: list[dict]) -> dict:
     out = dict(runs[0])
     for key in ("seconds", "bytes", "peak_rss_above_start", "overhead_seconds", "direct_seconds"):
@@ -97,23 +100,36 @@ def report(results: dict) -> str:
     mb = 1024 * 1024
     lines = [
         "| model | params | case | seconds | x baseline | MB written | x baseline | "
-        "peak RSS above start (MB) | x weight bytes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "peak RSS above start (MB) | x weight bytes | (peak - baseline peak) / weight bytes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, cases in results["models"].items():
         a, b = cases["baseline_a"], cases["baseline_b"]
         for case, r in cases.items():
+            if case == REFERENCE:
+                continue
             base = b if case.endswith("_s3") or case == "baseline_b" else a
+            peak = r["peak_rss_above_start"]
             lines.append(
                 f"| {model} | {r['params']:,} | {case} | {r['seconds']:.2f} | "
                 f"{r['seconds'] / base['seconds']:.2f} | {r['bytes'] / mb:.1f} | "
-                f"{r['bytes'] / base['bytes']:.2f} | {r['peak_rss_above_start'] / mb:.0f} | "
-                f"{r['peak_rss_above_start'] / r['weight_bytes']:.2f} |"
+                f"{r['bytes'] / base['bytes']:.2f} | {peak / mb:.0f} | "
+                f"{peak / r['weight_bytes']:.2f} | "
+                f"{(peak - base['peak_rss_above_start']) / r['weight_bytes']:.2f} |"
             )
-    lines += ["", "Steps of product_all_local (seconds):", ""]
+    for case in ("product_all_local", "product_serving_s3"):
+        lines += ["", f"Steps of {case} (seconds):", ""]
+        for model, cases in results["models"].items():
+            steps = cases[case].get("steps", {})
+            lines.append(f"- {model}: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+    lines += ["", "Keras's own train step, first train_on_batch minus a warm one (seconds):", ""]
     for model, cases in results["models"].items():
-        steps = cases["product_all_local"].get("steps", {})
-        lines.append(f"- {model}: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+        if REFERENCE in cases:
+            r = cases[REFERENCE]
+            lines.append(
+                f"- {model}: {r['seconds']:.2f} (our trace:train "
+                f"{cases['product_all_local']['steps'].get('trace:train', 0):.2f})"
+            )
     models = list(results["models"])
     if len(models) > 1:
         params = [results["models"][m]["product_all_local"]["params"] for m in models]
@@ -153,15 +169,18 @@ def main() -> None:
     }
     try:
         for model in models:
-            results["models"][model] = {}
-            for case in CASES:
-                measured = [run_case(model, case, s3) for _ in range(runs)]
-                results["models"][model][case] = median_of(measured)
-                print(
-                    f"{model:12} {case:32} {results['models'][model][case]['seconds']:8.2f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            # Runs interleave the cases, so drift in the machine's speed hits all alike.
+            measured: dict[str, list[dict]] = {case: [] for case in [*CASES, REFERENCE]}
+            for run in range(runs):
+                for case in measured:
+                    measured[case].append(run_case(model, case, s3))
+                    print(
+                        f"{model:12} {case:32} run {run + 1}: "
+                        f"{measured[case][-1]['seconds']:8.2f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            results["models"][model] = {case: median_of(m) for case, m in measured.items()}
         results["flow"] = median_of([run_case(models[0], "flow_overhead", s3)])
     finally:
         proc.terminate()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 from keras.src.models.functional import Functional
 from keras.src.saving.serialization_lib import SafeModeScope
 
@@ -34,6 +35,25 @@ class ModeClones:
 
     def __getitem__(self, mode: str) -> keras.Model:
         return self.models[mode]
+
+    def nbytes(self) -> int:
+        """Bytes held by the clones' weights and optimizer variables."""
+        seen, total = set(), 0
+        for model in self.models.values():
+            optimizer = getattr(model, "optimizer", None)
+            variables = list(model.weights) + (list(optimizer.variables) if optimizer else [])
+            for variable in variables:
+                if id(variable) not in seen:
+                    seen.add(id(variable))
+                    total += int(np.prod(variable.shape)) * _itemsize(variable.dtype)
+        return total
+
+
+def _itemsize(dtype: str) -> int:
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:  # e.g. bfloat16 without ml_dtypes registered: count 2 bytes
+        return 2
 
 
 def clone_per_mode(

@@ -87,8 +87,9 @@ def export_keras_model(
         lap("write_checkpoint")
         steps.proto(traced, plan, build_dir)
         lap("write_proto")
+        clone_bytes = clones.nbytes()
         del clones, traced  # a weight copy per mode, graphs: freed before verify
-        release_clones()
+        release_clones(clone_bytes)
         lap("release_clones")
         # The upload runs on the task runner while this thread verifies the build.
         upload = steps.stage.submit(build_dir, plan, source)
