@@ -144,7 +144,8 @@ def report(results: dict) -> str:
             "",
             f"Prefect flow overhead (warm, serving-only {f['model']}): "
             f"{f['overhead_seconds']:.2f} s per export "
-            f"(flow {f['seconds']:.2f} s vs direct {f['direct_seconds']:.2f} s)",
+            f"(flow {f['seconds']:.2f} s vs direct {f['direct_seconds']:.2f} s); "
+            f"a flow of 8 no-op tasks takes {f.get('noop_flow_seconds', float('nan')):.2f} s",
         ]
     return "\n".join(lines)
 

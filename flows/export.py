@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+import keras
+from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -20,7 +21,27 @@ from export_core.export import StepClock, release_clones
 from tasks import steps
 
 
-@flow(name="export-keras-model", validate_parameters=False)
+class _ModelParameterFlow(Flow):
+    """Records an in-process ``keras.Model`` parameter by name.
+
+    Prefect stores a flow run's parameters as JSON. Given a model object, its
+    encoder walks every attribute of the model (tens of thousands of objects, about
+    0.2 s for a small MLP) before giving up on it.
+    """
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        models = {k: v for k, v in parameters.items() if isinstance(v, keras.Model)}
+        rest = {k: v for k, v in parameters.items() if k not in models}
+        serialized = super().serialize_parameters(rest)
+        serialized.update({k: f"<keras.Model {m.name!r}>" for k, m in models.items()})
+        return serialized
+
+
+def _model_flow(**options: Any):
+    return lambda fn: _ModelParameterFlow(fn=fn, **options)
+
+
+@_model_flow(name="export-keras-model", validate_parameters=False)
 def export_keras_model(
     model: Any,
     destination: str,

@@ -60,9 +60,10 @@ def test_verify_with_model_passes_and_tampering_fails_with_exit_4(published, tmp
     import shutil
 
     root, result = published
-    ok = run("verify", result["path"], "--model", str(root / "model.keras"))
+    ok = run("verify", result["path"], "--model", str(root / "model.keras"), "--full")
     assert ok.returncode == 0, ok.stderr
     assert "files match the manifest" in ok.stdout and "vs model" in ok.stdout
+    assert "tf2:train" in ok.stdout and "tf2:eval" in ok.stdout  # --full: both loaders, all
     copy = tmp_path / "tampered"
     shutil.copytree(result["path"], copy)
     data = copy / "variables" / "variables.data-00000-of-00001"

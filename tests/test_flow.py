@@ -73,10 +73,14 @@ def test_flow_exports_a_keras_file_through_every_step(prefect_api, tmp_path):
         model=str(source),
         destination=str(tmp_path / "registry"),
         sample_inputs=str(tmp_path / "golden.npz"),
+        full_verify=True,
         return_state=True,
     )
     result = state.result()
     assert result["modes"] == ["serve", "train", "eval"]
+    assert set(result["parity"]["loaders"]) == {
+        f"{kind}:{tag}" for kind in ("tf1", "tf2") for tag in ("serve", "train", "eval")
+    }
     assert result["parity"]["samples"] == len(x) and not result["parity"]["synthesized"]
     assert str(result["version"]) == os.path.basename(result["path"])
     assert {"validate", "clone", "trace", "verify_reload", "publish"} <= set(result["seconds"])
