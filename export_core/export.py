@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,9 +188,9 @@ def run_export(
             lap("verify_reload")
             return parity
 
-        draft, staging, parity = pipeline.stage_while_verifying(
-            build_dir, plan, verify_step, source
-        )
+        with ThreadPoolExecutor(1, thread_name_prefix="stage") as pool:
+            upload = pool.submit(pipeline.stage_build, build_dir, plan, source)
+            draft, staging, parity = pipeline.stage_while_verifying(upload, verify_step, plan)
         lap("stage")  # what the upload took beyond verification (they overlap)
         published, _pruned = pipeline.publish_version(
             build_dir, staging, plan, draft, parity, keep_versions

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import keras
@@ -63,32 +63,26 @@ def verify_build(
 
 
 def stage_while_verifying(
-    build_dir: str,
-    plan: ExportPlan,
-    verify: Callable[[], ParityReport | None],
-    source: Mapping[str, Any] | None = None,
-    on_verified: Callable[[], None] | None = None,
+    upload: Future | Any, verify: Callable[[], ParityReport | None], plan: ExportPlan
 ):
-    """Runs ``stage_build`` on a thread while ``verify()`` runs on this one.
+    """Runs ``verify()`` here while ``upload``, a started ``stage_build``, goes on.
 
-    Returns ``(draft, staging, parity)``. If either fails, the other is waited for
-    and the staging prefix removed before the first error is raised.
+    ``upload`` is anything with ``result()``: a ``concurrent.futures.Future`` in
+    ``run_export``, a Prefect task future in the flow. Returns
+    ``(draft, staging, parity)``. If verification fails, the upload is waited for
+    and its staging prefix removed before the error is raised.
     """
-    with ThreadPoolExecutor(1, thread_name_prefix="stage") as pool:
-        upload = pool.submit(stage_build, build_dir, plan, source)
-        try:
-            parity = verify()
-        except BaseException:
-            discard_staged(upload, plan)
-            raise
-        if on_verified is not None:
-            on_verified()
-        draft, staging = upload.result()
+    try:
+        parity = verify()
+    except BaseException:
+        _discard_staged(upload, plan)
+        raise
+    draft, staging = upload.result()
     return draft, staging, parity
 
 
-def discard_staged(upload: Future | Any, plan: ExportPlan) -> None:
-    """Waits for a running stage (a Future) and removes what it uploaded."""
+def _discard_staged(upload: Future | Any, plan: ExportPlan) -> None:
+    """Waits for a running stage and removes what it uploaded."""
     try:
         _draft, staging = upload.result()
     except BaseException:  # noqa: BLE001 - it cleaned up after itself; the caller's error wins

@@ -114,13 +114,13 @@ def export_keras_model(
         lap("release_clones")
         # The upload runs on the task runner while this thread verifies the build.
         upload = steps.stage.submit(build_dir, plan, source)
-        try:
+
+        def verify_step():
             parity = steps.verify(build_dir, keras_model, plan, samples, full_verify)
-        except BaseException:
-            pipeline.discard_staged(upload, plan)
-            raise
-        lap("verify_reload")
-        draft, staging = upload.result()
+            lap("verify_reload")
+            return parity
+
+        draft, staging, parity = pipeline.stage_while_verifying(upload, verify_step, plan)
         logger.info("Staged %d files (%d bytes)", len(draft.files), _size(draft))
         lap("stage")
         published, pruned = steps.publish(build_dir, staging, plan, draft, parity, keep_versions)
