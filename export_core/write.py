@@ -9,11 +9,12 @@ every MetaGraph's restore op reads (the keys agree, see ``trace``).
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import tensorflow as tf
 from google.protobuf import text_format
-from tensorflow.core.framework import variable_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow.python.framework import ops
 from tensorflow.python.saved_model import constants as saved_model_constants
@@ -23,7 +24,7 @@ from tensorflow.python.saved_model import constants as saved_model_constants
 from tensorflow.python.saved_model import save as tf_save
 
 from export_core import constants as c
-from export_core import saver
+from export_core import saver, tf1_graph
 from export_core.errors import ExportError
 from export_core.trace import TracedMode, TracedModes
 from export_core.validate import ExportPlan
@@ -81,8 +82,12 @@ def write_proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> Writte
     saved_model = saved_model_pb2.SavedModel(
         saved_model_schema_version=saved_model_constants.SAVED_MODEL_SCHEMA_VERSION
     )
+    assets: dict[str, str] = {}
     for mode in traced:
-        saved_model.meta_graphs.add().CopyFrom(build_meta_graph(mode))
+        meta_graph, mode_assets = build_meta_graph(mode)
+        saved_model.meta_graphs.add().CopyFrom(meta_graph)
+        assets.update(mode_assets)
+    written.extend(copy_assets(assets, build_dir, taken=set(written)))
     name = c.SAVED_MODEL_PBTXT if plan.as_text else c.SAVED_MODEL_PB
     # Written last: its presence is what serving systems take as "complete".
     path = os.path.join(build_dir, name)
@@ -96,8 +101,46 @@ def write_proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> Writte
     return WrittenFiles(tuple(written))
 
 
-def build_meta_graph(traced: TracedMode) -> meta_graph_pb2.MetaGraphDef:
-    """One mode's MetaGraphDef: its tags, its signature(s), its global step."""
+def copy_assets(assets: Mapping[str, str], build_dir: str, taken: set[str]) -> list[str]:
+    """Copies the files the graphs read (vocabularies...) into ``assets/``.
+
+    The MetaGraphs reference them relative to the SavedModel (``asset_file_def``),
+    so the export keeps working once moved or published and the originals gone.
+
+    Raises:
+        ExportError: An asset is missing or its name collides with ours.
+    """
+    written = []
+    for name, original in sorted((_text(k), _text(v)) for k, v in assets.items()):
+        rel = f"{c.ASSETS_DIR}/{name}"
+        if rel in taken:
+            raise ExportError(
+                f"The model reads an asset named '{name}', which collides with the "
+                f"exporter's own {rel}; rename that file (e.g. the vocabulary file)."
+            )
+        target = os.path.join(build_dir, c.ASSETS_DIR, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            shutil.copyfile(original, target)
+        except OSError as exc:
+            raise ExportError(
+                f"Cannot copy asset '{original}' (e.g. a vocabulary file a lookup layer "
+                f"was built from) into the export: {exc}. Restore the file or rebuild the "
+                "layer from an in-memory vocabulary."
+            ) from exc
+        written.append(rel)
+    return written
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def build_meta_graph(traced: TracedMode) -> tuple[meta_graph_pb2.MetaGraphDef, dict[str, str]]:
+    """One mode's MetaGraphDef (tags, signatures, global step) and its assets.
+
+    The assets map a file name under ``assets/`` to the original file's path.
+    """
     key = c.SIGNATURE_KEYS[traced.mode]
     meta_graph = meta_graph_pb2.MetaGraphDef()
     groups = _groups(traced)
@@ -105,47 +148,24 @@ def build_meta_graph(traced: TracedMode) -> meta_graph_pb2.MetaGraphDef:
     # name and cannot be told apart in the graph (see ``saver``).
     own_saver = saver.has_unique_names(groups)
     options = tf.saved_model.SaveOptions(experimental_skip_saver=own_saver)
-    _meta, graph, *_ = tf_save._build_meta_graph(  # noqa: SLF001 - see import note
+    _meta, graph, _saver, asset_info, *_ = tf_save._build_meta_graph(  # noqa: SLF001
         traced.root, {key: traced.function}, options, meta_graph
     )
+    variables = tf1_graph.graph_variables(graph, asset_info)
     ops.dismantle_graph(graph)
     if own_saver:
         saver.add_saver(meta_graph, groups)
     meta_graph.meta_info_def.ClearField("tags")
     meta_graph.meta_info_def.tags.extend(c.TAGS[traced.mode])
     meta_graph.signature_def[key].method_name = c.METHOD_NAMES[traced.mode]
+    tf1_graph.asset_paths_as_constants(meta_graph)
+    tf1_graph.add_variable_collections(meta_graph, variables)
     if traced.global_step is not None:
-        _add_global_step(meta_graph, traced.global_step)
+        tf1_graph.add_global_step(meta_graph, traced.global_step)
     if traced.mode == c.TRAIN:
         train_op = meta_graph.signature_def[c.TRAIN_OP_SIGNATURE_KEY]
         train_op.CopyFrom(meta_graph.signature_def[key])
-        train_op.outputs[c.TRAIN_OP_SIGNATURE_KEY].CopyFrom(train_op.outputs[c.LOSS_KEY])
-    return meta_graph
-
-
-def _add_global_step(meta_graph: meta_graph_pb2.MetaGraphDef, variable: tf.Variable) -> None:
-    """Points the TF1 ``global_step`` collection at the optimizer's iteration counter.
-
-    The exported graph re-creates each variable as a ``VarHandleOp`` whose
-    ``shared_name`` is the eager variable's, plus a ``<name>/Read/ReadVariableOp``.
-    """
-    shared = saver.shared_name(variable)
-    handles = [
-        n.name
-        for n in meta_graph.graph_def.node
-        if n.op == "VarHandleOp" and n.attr["shared_name"].s == shared
-    ]
-    if len(handles) != 1:
-        raise ExportError(f"Cannot locate the global step variable in the graph ({handles}).")
-    op = handles[0]
-    names = {n.name for n in meta_graph.graph_def.node}
-    read = f"{op}/Read/ReadVariableOp"
-    definition = variable_pb2.VariableDef(
-        variable_name=f"{op}:0",
-        initializer_name=op,
-        snapshot_name=f"{read}:0" if read in names else "",
-        is_resource=True,
-        trainable=False,
-    )
-    collection = meta_graph.collection_def[c.GLOBAL_STEP_COLLECTION]
-    collection.bytes_list.value.append(definition.SerializeToString())
+        # Fetching any output runs the whole step; a custom step may log no loss.
+        anchor = c.LOSS_KEY if c.LOSS_KEY in train_op.outputs else sorted(train_op.outputs)[0]
+        train_op.outputs[c.TRAIN_OP_SIGNATURE_KEY].CopyFrom(train_op.outputs[anchor])
+    return meta_graph, dict(asset_info.asset_filename_map)
