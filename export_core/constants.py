@@ -28,12 +28,17 @@ VARIABLES_PREFIX = "variables/variables"
 ASSETS_DIR = "assets"
 MODEL_JSON = "assets/saved_model.json"
 MANIFEST = "export_manifest.json"
+# Verification's inputs and the model's outputs on them (see golden.py).
+GOLDEN = "golden.npz"
 
 # Groups of variables in the checkpoint. Every MetaGraph's object graph uses the
 # same group names and orders, so one checkpoint serves all of them.
 MODEL_VARIABLES = "model_variables"
 OPTIMIZER_VARIABLES = "optimizer_variables"
 METRIC_VARIABLES = "metric_variables"
+# Lookup tables and other non-variable resources a graph uses; not checkpointed
+# (each MetaGraph re-creates and initializes them from constants or assets/).
+RESOURCES = "resources"
 
 LOSS_KEY = "loss"
 TARGET_SUFFIX = "_target"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +81,7 @@ def export_saved_model(
     *,
     timestamped: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    modes: Sequence[str] | None = None,
 ) -> str:
     """Exports a Keras model as a SavedModel with serve, train and eval MetaGraphs.
 
@@ -101,6 +102,9 @@ def export_saved_model(
         timestamped: Write into ``<saved_model_path>/<int(time.time())>`` (the next
             free integer if taken) instead of into ``saved_model_path`` itself.
         storage_options: Options for the destination's fsspec filesystem.
+        modes: The MetaGraphs to write, e.g. ``("serve", "eval")``; ``serve`` is
+            always among them (``"serving"``, ``"training"``, ``"evaluation"`` are
+            accepted too). Default: all three for a compiled model, else serve.
 
     Returns:
         The path (or URI) of the folder holding the SavedModel.
@@ -121,6 +125,7 @@ def export_saved_model(
         serving_only=serving_only,
         timestamped=timestamped,
         storage_options=storage_options,
+        modes=modes,
     )
     return result.path
 
@@ -139,6 +144,7 @@ def run_export(
     verify: bool | str = True,
     keep_versions: int | None = None,
     source: Mapping[str, Any] | None = None,
+    modes: Sequence[str] | None = None,
 ) -> ExportResult:
     """``export_saved_model`` returning the full ``ExportResult``.
 
@@ -161,6 +167,7 @@ def run_export(
         as_text=as_text,
         timestamped=timestamped,
         storage_options=storage_options,
+        modes=modes,
     )
     lap("validate")
     clones = clone_per_mode(model, plan, custom_objects)
@@ -175,6 +182,8 @@ def run_export(
         write_checkpoint(traced, build_dir)
         lap("write_checkpoint")
         write_proto(traced, plan, build_dir)
+        if verify:
+            pipeline.write_golden_data(build_dir, model, plan, sample_inputs)
         lap("write_proto")
         clone_bytes = clones.nbytes()
         del clones, traced  # a weight copy per mode, graphs: freed before verify

@@ -11,16 +11,19 @@ manifest last, and applies retention.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
 import keras
 
+from export_core import constants as c
 from export_core import manifest as mf
 from export_core import storage
+from export_core.golden import write_golden
 from export_core.validate import ExportPlan
-from export_core.verify import ParityReport, verify_reload
+from export_core.verify import ParityReport, golden_for, verify_reload
 
 
 def stage_build(
@@ -51,6 +54,17 @@ def stage_build(
     return draft, staging
 
 
+def write_golden_data(
+    build_dir: str, model: keras.Model, plan: ExportPlan, sample_inputs: Any = None
+) -> str:
+    """Writes ``golden.npz``: the inputs verify-reload feeds, the model's outputs.
+
+    Written with the SavedModel, before staging, so the version carries the
+    reference verify-reload (now and after publishing) compares against.
+    """
+    return write_golden(build_dir, golden_for(model, plan.inputs, sample_inputs))
+
+
 def verify_build(
     build_dir: str,
     model: keras.Model | None,
@@ -58,7 +72,13 @@ def verify_build(
     sample_inputs: Any = None,
     full: bool = False,
 ) -> ParityReport:
-    """Reloads the build with TensorFlow's loaders and checks serving parity."""
+    """Reloads the build with TensorFlow's loaders and checks serving parity.
+
+    A build with ``golden.npz`` (see ``write_golden_data``) is checked against the
+    outputs stored there, which the in-memory model computed from its inputs.
+    """
+    if os.path.exists(os.path.join(build_dir, c.GOLDEN)):
+        return verify_reload(build_dir, None, plan.inputs, plan.modes, None, full)
     return verify_reload(build_dir, model, plan.inputs, plan.modes, sample_inputs, full)
 
 

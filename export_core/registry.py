@@ -120,11 +120,13 @@ def verify_saved_model(
             except ExportValidationError:
                 pass
         parity = verify_reload(local, model, inputs, modes, full=full)
+        golden = os.path.exists(os.path.join(local, c.GOLDEN))
+    reference = "model" if model is not None else "golden.npz" if golden else "tf1 loader"
     return {
         "path": path,
         "manifest_checked": manifest is not None,
         "files": len(manifest.files) if manifest else None,
         "modes": list(modes),
         "parity": parity.to_dict(),
-        "compared_with": "model" if model is not None else "tf1 loader",
+        "compared_with": reference,
     }

@@ -18,6 +18,7 @@ import tensorflow as tf
 from export_core.errors import ExportValidationError
 
 SINGLE, LIST, DICT = "single", "list", "dict"
+SAMPLE_WORDS = (b"the cat sat", b"a", b"", b"dog ran far away", b"zzz-unknown", b"42", b"the")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class TensorInfo:
 
     def to_tensor_spec(self) -> tf.TensorSpec:
         return tf.TensorSpec(self.shape, tf.as_dtype(self.dtype), name=self.name)
+
+    def zeros(self) -> tf.Tensor:
+        """A zero (empty string, False) tensor of this shape, unknown dims as 1."""
+        return tf.zeros([d or 1 for d in self.shape], tf.as_dtype(self.dtype))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -75,9 +80,7 @@ class InputSignature:
 
     def zeros(self) -> Any:
         """Zero inputs (unknown dimensions as 1), packed for ``model(...)``: builds a model."""
-        return self.pack(
-            [tf.zeros([d or 1 for d in t.shape], tf.as_dtype(t.dtype)) for t in self.tensors]
-        )
+        return self.pack([t.zeros() for t in self.tensors])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -247,7 +250,8 @@ def synthesize_inputs(signature: InputSignature, batch_size: int = 4, seed: int 
             value = rng.integers(0, 2, size=shape).astype(dtype.as_numpy_dtype)
         elif dtype.is_bool:
             value = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            value = np.full(shape, b"a", dtype=object)
+        else:  # text: words, an empty string and an unknown token, each of any length
+            words = np.array(SAMPLE_WORDS, dtype=object)
+            value = words[rng.integers(0, len(words), size=shape)]
         samples[info.name] = value
     return samples

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from export_core import constants as c
 from export_core.clone import ModeClones
-from export_core.errors import ExportValidationError
+from export_core.custom_step import overridden_step, refuse_custom_step, run_custom_step
+from export_core.errors import ExportValidationError, UnsupportedModelError
 from export_core.signature import TensorInfo, output_names
 from export_core.validate import ExportPlan
 
@@ -45,6 +45,7 @@ class TracedMode:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     global_step: tf.Variable | None = None
+    custom_step: str | None = None  # e.g. "MyModel.train_step" when the model's own
 
 
 @dataclass(frozen=True)
@@ -88,44 +89,45 @@ def trace_serve(model: keras.Model, plan: ExportPlan) -> TracedMode:
         return dict(zip(names, tf.nest.flatten(outputs), strict=True))
 
     function = _concrete(serve, plan.inputs.tensor_specs(), c.SERVE)
-    root = _root(model, c.SERVE)
+    root = _root(model, c.SERVE, function)
     return TracedMode(c.SERVE, function, root, plan.inputs.tensors, _output_infos(function, names))
 
 
 def trace_supervised(
     model: keras.Model, plan: ExportPlan, mode: str, predictions: tuple[TensorInfo, ...]
 ) -> TracedMode:
-    """Traces the train or eval step of a compiled clone."""
+    """Traces the train or eval step of a compiled clone: its own, if it has one.
+
+    Raises:
+        UnsupportedModelError: The model overrides the mode's step (see
+            ``custom_step``) and that method cannot be traced.
+    """
     targets = tuple(_target_info(model, i, p) for i, p in enumerate(predictions))
     n_inputs = len(plan.inputs.tensors)
     pred_names = [p.name for p in predictions]
     _build_metrics(model, plan, targets)
-    training = mode == c.TRAIN
+    custom = overridden_step(model, mode)
     order: list[str] = []
 
     def step(*flat):
         x = plan.inputs.pack(list(flat[:n_inputs]))
         y = _pack_like(model, pred_names, list(flat[n_inputs:]))
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=training)
-            loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
-        if training and model.trainable_weights:
-            grads = tape.gradient(loss, model.trainable_weights)
-            model.optimizer.apply_gradients(zip(grads, model.trainable_weights, strict=True))
-        results = model.compute_metrics(x, y, y_pred)
-        out = {c.LOSS_KEY: loss}
-        for name, value in zip(pred_names, tf.nest.flatten(y_pred), strict=True):
-            out[f"predictions/{name}"] = value
-        for name, value in results.items():
-            if name != c.LOSS_KEY:  # the loss tracker is not updated here; `loss` is exact
-                out[f"metrics/{name}/value"] = value
-                out[f"metrics/{name}/update_op"] = value
+        if custom:
+            out = run_custom_step(model, mode, x, y)
+        else:
+            out = _keras_step(model, mode == c.TRAIN, pred_names, x, y)
         order[:] = list(out)
         return out
 
     specs = plan.inputs.tensor_specs() + [t.to_tensor_spec() for t in targets]
-    function = _concrete(step, specs, mode)
-    root = _root(model, mode)
+    if custom:
+        try:  # AutoGraph on, as Keras's own make_train_function traces it
+            function = tf.function(step, input_signature=specs).get_concrete_function()
+        except Exception as exc:
+            raise refuse_custom_step(model, mode, custom, exc) from exc
+    else:
+        function = _concrete(step, specs, mode)
+    root = _root(model, mode, function)
     return TracedMode(
         mode,
         function,
@@ -133,7 +135,27 @@ def trace_supervised(
         plan.inputs.tensors + targets,
         _output_infos(function, order),
         global_step=model.optimizer.iterations.value,
+        custom_step=custom,
     )
+
+
+def _keras_step(model: keras.Model, training: bool, pred_names: list[str], x: Any, y: Any):
+    """Keras's default train_step (one optimizer step) or test_step, with predictions."""
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=training)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
+    if training and model.trainable_weights:
+        grads = tape.gradient(loss, model.trainable_weights)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_weights, strict=True))
+    results = model.compute_metrics(x, y, y_pred)
+    out = {c.LOSS_KEY: loss}
+    for name, value in zip(pred_names, tf.nest.flatten(y_pred), strict=True):
+        out[f"predictions/{name}"] = value
+    for name, value in results.items():
+        if name != c.LOSS_KEY:  # the loss tracker is not updated here; `loss` is exact
+            out[f"metrics/{name}/value"] = value
+            out[f"metrics/{name}/update_op"] = value
+    return out
 
 
 def _concrete(fn, specs: list[tf.TensorSpec], mode: str):
@@ -147,14 +169,61 @@ def _concrete(fn, specs: list[tf.TensorSpec], mode: str):
         ) from exc
 
 
-def _root(model: keras.Model, mode: str):
-    """The object a mode's MetaGraph is saved from (see the module docstring)."""
+def _root(model: keras.Model, mode: str, function: Any):
+    """The object a mode's MetaGraph is saved from (see the module docstring).
+
+    Besides the variable groups it tracks every other resource the traced
+    function captures (lookup tables of StringLookup, IntegerLookup,
+    TextVectorization...): TensorFlow's builder re-creates and initializes each
+    in the exported graph (the ``__saved_model_init_op`` a TF1 loader runs) and
+    copies the files they read (vocabularies) into ``assets/``.
+    """
     root = tf.__internal__.tracking.AutoTrackable()
     setattr(root, c.MODEL_VARIABLES, [v.value for v in model.variables])
     if mode != c.SERVE:
         setattr(root, c.OPTIMIZER_VARIABLES, [v.value for v in model.optimizer.variables])
         setattr(root, c.METRIC_VARIABLES, [v.value for v in metric_variables(model)])
+    tracked = {id(v) for group in vars(root).values() if isinstance(group, list) for v in group}
+    resources = captured_resources(model, mode, function, tracked)
+    if resources:
+        setattr(root, c.RESOURCES, resources)
     return root
+
+
+def captured_resources(model: keras.Model, mode: str, function: Any, tracked: set[int]):
+    """The non-variable resources ``function`` captures, e.g. lookup tables.
+
+    Raises:
+        UnsupportedModelError: The function reads a variable that is not one of
+            the model's (or its optimizer's, or its metrics') variables, or a
+            resource whose state would need a checkpoint (a mutable hash table):
+            neither could be restored by the exported graph.
+    """
+    found: dict[int, Any] = {}
+    for tensor in function.captured_inputs:
+        if tensor.dtype != tf.resource:
+            continue
+        parent = getattr(tensor, "_parent_trackable", None)
+        owner = parent() if parent is not None else None
+        if owner is None or id(owner) in tracked or id(owner) in found:
+            continue
+        if isinstance(owner, tf.Variable) or _has_checkpoint_state(owner):
+            raise UnsupportedModelError(
+                f"The '{mode}' graph of model '{model.name}' reads "
+                f"{type(owner).__name__} '{getattr(owner, 'name', owner)}', which is "
+                "held outside the model's weights and cannot be restored by the "
+                "exported graph. Keep such state in Keras variables (self.add_weight), "
+                "or finalize the layer (e.g. call adapt() so its lookup table is static)."
+            )
+        found[id(owner)] = owner
+    return list(found.values())
+
+
+def _has_checkpoint_state(resource: Any) -> bool:
+    """Whether a resource saves tensors in checkpoints (MutableHashTable does)."""
+    from tensorflow.python.trackable.base import Trackable
+
+    return type(resource)._serialize_to_tensors is not Trackable._serialize_to_tensors
 
 
 def metric_variables(model: keras.Model) -> list[Any]:
@@ -202,9 +271,8 @@ def _build_metrics(model: keras.Model, plan: ExportPlan, targets: tuple[TensorIn
     Variables must exist before tracing, and a fresh ``evaluate()`` starts from
     zeroed metrics, which is the state the eval/train graphs restore.
     """
-    x = [np.zeros([d or 1 for d in t.shape], t.dtype) for t in plan.inputs.tensors]
-    y = [np.zeros([d or 1 for d in t.shape], t.dtype) for t in targets]
-    x_packed = plan.inputs.pack(x)
+    x_packed = plan.inputs.zeros()
+    y = [t.zeros() for t in targets]
     y_packed = _pack_like(model, [t.name[: -len(c.TARGET_SUFFIX)] for t in targets], y)
     y_pred = model(x_packed, training=False)
     model.compute_loss(x=x_packed, y=y_packed, y_pred=y_pred, training=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ def validate_export(
     as_text: bool = False,
     timestamped: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    modes: Sequence[str] | None = None,
 ) -> ExportPlan:
     """Validates an export request and decides what to export.
 
@@ -78,7 +79,8 @@ def validate_export(
             for train/eval graphs.
         VersionExistsError: ``timestamped=False`` and the folder is not empty.
     """
-    kind = check_model(model, serving_only)
+    requested = requested_modes(modes, serving_only)
+    kind = check_model(model, requested == (c.SERVE,))
     check_custom_objects(custom_objects)
     destination = storage.Destination.parse(saved_model_path, storage_options)
     destination.check_reachable()
@@ -88,7 +90,7 @@ def validate_export(
         _build_from_signature(model, input_signature)
     inputs = infer_input_signature(model, input_signature)
     check_finite_weights(model)
-    modes = (c.SERVE,) if serving_only or not is_trainable_compiled(model) else c.MODES
+    modes = _plan_modes(model, requested)
     model_json = model_config_json(model)
     cloneable = model_json is not None and (kind != SUBCLASSED or overrides_get_config(model))
     if not cloneable and modes != (c.SERVE,):
@@ -108,6 +110,60 @@ def validate_export(
         storage_options=dict(storage_options or {}),
         cloneable=cloneable,
     )
+
+
+def requested_modes(modes: Sequence[str] | None, serving_only: bool) -> tuple[str, ...] | None:
+    """The modes asked for (``serving_only`` is ``modes=("serve",)``), None for the default.
+
+    Accepts the tags (``serve``, ``train``, ``eval``) and the words ``serving``,
+    ``training``, ``evaluation``.
+
+    Raises:
+        ExportValidationError: An unknown mode, or modes without ``serve``.
+    """
+    if modes is None:
+        return (c.SERVE,) if serving_only else None
+    names = [modes] if isinstance(modes, str) else list(modes)
+    unknown = [m for m in names if str(m).lower() not in MODE_ALIASES]
+    if unknown or not names:
+        raise ExportValidationError(
+            f"modes must name some of 'serve', 'train', 'eval' (or 'serving', 'training', "
+            f"'evaluation'); received {list(names)!r}. Example: modes=('serve',)."
+        )
+    chosen = {MODE_ALIASES[str(m).lower()] for m in names}
+    if c.SERVE not in chosen:
+        raise ExportValidationError(
+            f"modes {list(names)!r} lack 'serve': every export holds the serving graph "
+            "(its outputs name the train and eval signatures' targets). Add 'serve'."
+        )
+    if serving_only and chosen != {c.SERVE}:
+        raise ExportValidationError(
+            f"serving_only=True contradicts modes={list(names)!r}; pass one of them."
+        )
+    return tuple(m for m in c.MODES if m in chosen)
+
+
+MODE_ALIASES = {
+    **{m: m for m in c.MODES},
+    "serving": c.SERVE,
+    "predict": c.SERVE,
+    "training": c.TRAIN,
+    "evaluation": c.EVAL,
+    "evaluate": c.EVAL,
+}
+
+
+def _plan_modes(model: keras.Model, requested: tuple[str, ...] | None) -> tuple[str, ...]:
+    trainable = is_trainable_compiled(model)
+    if requested is None:
+        return c.MODES if trainable else (c.SERVE,)
+    if requested != (c.SERVE,) and not trainable:
+        raise ExportValidationError(
+            f"modes {list(requested)} include training or evaluation, but model "
+            f"'{model.name}' is not compiled with an optimizer and a loss. Compile it "
+            "(model.compile(optimizer, loss)) or pass modes=('serve',)."
+        )
+    return requested
 
 
 def check_model(model: Any, serving_only: bool) -> str:

@@ -29,6 +29,7 @@ from tensorflow.python.saved_model import loader_impl
 
 from export_core import constants as c
 from export_core.errors import VerificationError
+from export_core.golden import Golden, as_bytes_array, is_text, read_golden
 from export_core.signature import (
     DICT,
     InputSignature,
@@ -79,15 +80,24 @@ def verify_reload(
 
     Every MetaGraph loads in a TF1 session, the serving one also through
     ``tf.saved_model.load``; ``full`` loads every MetaGraph with both loaders.
-    With ``model=None`` (re-verifying a published version without its source) the
-    TF1 loader's outputs are the reference the TF2 loader must match.
+    The inputs are ``sample_inputs`` if given, else the version's own
+    ``golden.npz`` (see ``golden``), else synthesized from the signature. With
+    ``model=None`` (re-verifying a published version without its source) the
+    outputs stored in ``golden.npz`` are the reference, or, for a version that has
+    none, the TF1 loader's outputs, which the TF2 loader must then match.
 
     Raises:
         VerificationError: A MetaGraph does not load or run, or predictions differ
             from the in-memory model by more than rtol=atol=1e-5.
     """
-    synthesized = sample_inputs is None
-    feeds = normalize_samples(inputs, synthesize_inputs(inputs) if synthesized else sample_inputs)
+    stored = read_golden(saved_model_dir) if sample_inputs is None else None
+    if stored is not None:
+        feeds, synthesized = normalize_samples(inputs, stored.inputs), stored.synthesized
+        expected = dict(stored.outputs) if model is None else None
+    else:
+        synthesized = sample_inputs is None
+        samples = synthesize_inputs(inputs) if synthesized else sample_inputs
+        feeds, expected = normalize_samples(inputs, samples), None
     n_graphs = len(loader_impl.parse_saved_model(saved_model_dir).meta_graphs)
     loads: dict[str, Callable[[], dict | None]] = {}
     for mode in modes:
@@ -98,7 +108,8 @@ def verify_reload(
             loads[f"tf2:{tag}"] = lambda t=tag, f=mode_feeds: _run_tf2(
                 saved_model_dir, t, f, n_graphs
             )
-    expected = _expected(model, inputs, feeds) if model is not None else None
+    if model is not None:
+        expected = _expected(model, inputs, feeds)
     with ThreadPoolExecutor(THREADS, thread_name_prefix="verify-reload") as pool:
         futures = {name: pool.submit(load) for name, load in loads.items()}
         outputs = {name: future.result() for name, future in futures.items()}
@@ -122,14 +133,28 @@ def normalize_samples(inputs: InputSignature, samples: Any) -> dict[str, np.ndar
                 f"sample_inputs lacks {missing}; give one array per serving input "
                 f"{list(inputs.names)}."
             )
-        return {n: np.asarray(samples[n]) for n in inputs.names}
+        return {n: _feedable(samples[n]) for n in inputs.names}
     seq = list(samples) if isinstance(samples, list | tuple) else [samples]
     if len(seq) != len(inputs.names):
         raise VerificationError(
             f"sample_inputs has {len(seq)} arrays; the model has {len(inputs.names)} "
             f"serving inputs {list(inputs.names)}."
         )
-    return {n: np.asarray(v) for n, v in zip(inputs.names, seq, strict=True)}
+    return {n: _feedable(v) for n, v in zip(inputs.names, seq, strict=True)}
+
+
+def _feedable(value: Any) -> np.ndarray:
+    """An array TensorFlow feeds as is: text (str, bytes) as an object array of bytes."""
+    array = np.asarray(value)
+    return as_bytes_array(array) if is_text(array) else array
+
+
+def golden_for(model: keras.Model, inputs: InputSignature, sample_inputs: Any = None) -> Golden:
+    """The inputs verification feeds and what ``model`` returns on them."""
+    synthesized = sample_inputs is None
+    samples = synthesize_inputs(inputs) if synthesized else sample_inputs
+    feeds = normalize_samples(inputs, samples)
+    return Golden(feeds, _expected(model, inputs, feeds), synthesized)
 
 
 def _expected(model, inputs: InputSignature, feeds: dict) -> dict[str, np.ndarray]:
@@ -178,16 +203,34 @@ def _compare(expected: dict, results: dict) -> dict[str, float]:
         for name, want in expected.items():
             if name not in got:
                 raise VerificationError(f"{loader}: serving output '{name}' is missing.")
-            have = np.asarray(got[name])
-            if have.shape != want.shape or not np.allclose(have, want, rtol=RTOL, atol=ATOL):
-                diff = float(np.max(np.abs(have - want))) if have.shape == want.shape else np.inf
+            diff = _difference(np.asarray(got[name]), np.asarray(want))
+            if diff is not None:
                 raise VerificationError(
                     f"{loader}: serving output '{name}' differs from the in-memory model "
-                    f"(max |diff| {diff:.3g}, shapes {have.shape} vs {want.shape}, "
-                    f"tolerance rtol=atol={RTOL}). The version was not published."
+                    f"({diff}, tolerance rtol=atol={RTOL}). The version was not published."
                 )
-            diffs[name] = max(diffs.get(name, 0.0), float(np.max(np.abs(have - want), initial=0)))
+            have = np.asarray(got[name])
+            gap = 0.0 if is_text(have) else float(_abs_diff(have, want).max(initial=0))
+            diffs[name] = max(diffs.get(name, 0.0), gap)
     return diffs
+
+
+def _difference(have: np.ndarray, want: np.ndarray) -> str | None:
+    """Why ``have`` does not match ``want``, or None when it does."""
+    if have.shape != want.shape:
+        return f"shapes {have.shape} vs {want.shape}"
+    if is_text(have) or is_text(want):
+        same = np.array_equal(as_bytes_array(have), as_bytes_array(want))
+        return None if same else "string values differ"
+    if want.dtype.kind in "biu" and not np.array_equal(have, want):
+        return f"max |diff| {_abs_diff(have, want).max():.3g}, exact match required"
+    if np.allclose(have, want, rtol=RTOL, atol=ATOL, equal_nan=True):
+        return None
+    return f"max |diff| {_abs_diff(have, want).max():.3g}, shapes {have.shape} vs {want.shape}"
+
+
+def _abs_diff(have: np.ndarray, want: np.ndarray) -> np.ndarray:
+    return np.abs(have.astype(np.float64) - want.astype(np.float64))
 
 
 def inputs_from_saved_model(path: str) -> InputSignature:

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="path or URI of a .keras file")
     export.add_argument("dest", help="base path or URI; a version folder is created under it")
     export.add_argument("--serving-only", action="store_true")
+    export.add_argument(
+        "--modes", help="comma-separated MetaGraphs to write, e.g. serve,eval (default: all)"
+    )
     export.add_argument("--as-text", action="store_true", help="write saved_model.pbtxt")
     export.add_argument(
         "--input-signature",
@@ -129,6 +132,7 @@ def run_export_command(args, options) -> dict:
                 model=args.model,
                 destination=args.dest,
                 serving_only=args.serving_only,
+                modes=args.modes.split(",") if args.modes else None,
                 as_text=args.as_text,
                 input_signature=_json_arg(args.input_signature, "--input-signature"),
                 custom_objects=args.custom_object,

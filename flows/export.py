@@ -54,6 +54,7 @@ def export_keras_model(
     sample_inputs: str | None = None,
     timestamped: bool = True,
     full_verify: bool = False,
+    modes: list[str] | None = None,
 ) -> dict:
     """Exports a Keras model as a verified SavedModel version under ``destination``.
 
@@ -70,6 +71,8 @@ def export_keras_model(
         timestamped: Create an integer version folder under ``destination``.
         full_verify: Load every MetaGraph with both TensorFlow loaders, not only
             the serving one (see ``export_core.verify``).
+        modes: The MetaGraphs to write, e.g. ``["serve", "eval"]`` (default: all
+            three for a compiled model).
 
     Returns:
         ``path``, ``version``, ``modes``, ``tags``, ``signatures``, ``files``,
@@ -94,6 +97,7 @@ def export_keras_model(
         as_text=as_text,
         timestamped=timestamped,
         storage_options=storage_options,
+        modes=modes,
     )
     lap("validate")
     clones = steps.clone(keras_model, plan, objects)
@@ -106,7 +110,7 @@ def export_keras_model(
     try:
         steps.checkpoint(traced, build_dir)
         lap("write_checkpoint")
-        steps.proto(traced, plan, build_dir)
+        steps.proto(traced, plan, build_dir, keras_model, samples)
         lap("write_proto")
         clone_bytes = clones.nbytes()
         del clones, traced  # a weight copy per mode, graphs: freed before verify

@@ -42,8 +42,16 @@ def checkpoint(traced: TracedModes, build_dir: str) -> WrittenFiles:
 
 
 @task(name="write-proto", cache_policy=NO_CACHE)
-def proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> WrittenFiles:
-    return write_proto(traced, plan, build_dir)
+def proto(
+    traced: TracedModes, plan: ExportPlan, build_dir: str, model: Any = None, samples: Any = None
+) -> WrittenFiles:
+    """The SavedModel proto and, given the model, the golden data verification uses."""
+    written = write_proto(traced, plan, build_dir)
+    if model is None:
+        return written
+    return WrittenFiles(
+        written.files + (pipeline.write_golden_data(build_dir, model, plan, samples),)
+    )
 
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

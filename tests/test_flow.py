@@ -281,3 +281,51 @@ def test_scheduled_flow_with_no_model_says_where_it_looked(prefect_api, tmp_path
 
     with pytest.raises(ExportValidationError, match="No .keras file under"):
         export_newest_model(source_prefix=str(tmp_path), destination=str(tmp_path / "r"))
+
+
+def test_flow_publishes_a_text_classifier_to_s3_with_string_golden_data(
+    prefect_api, s3_server, tmp_path
+):
+    import uuid
+
+    import fsspec
+    import tensorflow as tf
+
+    from export_core.golden import read_golden
+    from export_core.registry import verify_saved_model
+    from flows import export_keras_model
+    from tests import text_models
+
+    fsspec.AbstractFileSystem.clear_instance_cache()
+    options = s3_server.storage_options()
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    fs, _ = fsspec.core.url_to_fs(f"s3://{bucket}", **options)
+    fs.mkdir(bucket)
+    model = text_models.text_classifier()
+    model.fit(tf.constant(text_models.SENTENCES), text_models.LABELS, epochs=1, verbose=0)
+    model.save(tmp_path / "text.keras")
+    fs.put_file(str(tmp_path / "text.keras"), f"{bucket}/src/text.keras")
+    np.savez(tmp_path / "golden.npz", text=np.array(["the cat", "", "dog ran far"]))
+    fs.put_file(str(tmp_path / "golden.npz"), f"{bucket}/src/golden.npz")
+
+    result = export_keras_model(
+        model=f"s3://{bucket}/src/text.keras",
+        destination=f"s3://{bucket}/registry",
+        storage_options=options,
+        sample_inputs=f"s3://{bucket}/src/golden.npz",
+    )
+    assert result["modes"] == ["serve", "train", "eval"]
+    assert "golden.npz" in result["files"]
+    checked = verify_saved_model(result["path"], storage_options=options)
+    assert checked["manifest_checked"] and checked["compared_with"] == "golden.npz"
+    local = tmp_path / "landed"
+    prefix = f"{bucket}/registry/{result['version']}/"
+    remote = fs.find(prefix)
+    fs.get(remote, [str(local / r[len(prefix) :]) for r in remote])
+    golden = read_golden(str(local))
+    assert list(golden.inputs["text"]) == [b"the cat", b"", b"dog ran far"]
+    assert not golden.synthesized
+    served = models.tf1_predict(str(local), {"text": golden.inputs["text"]})["score"]
+    expected = model.predict(tf.constant(golden.inputs["text"]), verbose=0)
+    assert_allclose(served, expected, atol=1e-5)
+    assert_allclose(golden.outputs["score"], expected, atol=1e-5)
