@@ -163,3 +163,38 @@ def test_untraceable_train_step_is_refused_naming_the_method(tmp_path):
     assert not target.exists() or not os.listdir(target)
     served = export_core.export_saved_model(model, str(target), serving_only=True)
     assert os.path.exists(os.path.join(served, "saved_model.pb"))
+
+
+def test_vocabulary_asset_is_listed_in_the_manifest_with_its_hash(tmp_path):
+    import hashlib
+    import json
+
+    vocabulary = tm.write_vocabulary(str(tmp_path / "vocab.txt"))
+    model = tm.text_classifier(vocabulary)
+    path = export_core.export_saved_model(model, str(tmp_path / "registry"))
+    with open(os.path.join(path, "export_manifest.json"), encoding="utf-8") as handle:
+        files = json.load(handle)["files"]
+    with open(vocabulary, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    assert files["assets/vocab.txt"]["sha256"] == digest
+
+
+def test_string_input_signature_override_and_inspect_show_string_dtypes(tmp_path):
+    from export_core.registry import inspect_saved_model
+
+    text = keras.Input(shape=(1,), dtype="string", name="text")
+    hashed = keras.layers.Hashing(num_bins=4, output_mode="one_hot")(text)
+    model = keras.Model(text, keras.layers.Dense(1, name="y")(hashed))
+    model.compile("sgd", "mse")
+    signature = tf.TensorSpec((None, 1), tf.string, name="review")
+    path = export_core.export_saved_model(
+        model, str(tmp_path / "registry"), input_signature=signature
+    )
+    description = inspect_saved_model(path)
+    for meta_graph in description["meta_graphs"] + description["manifest"]["meta_graphs"]:
+        for signature_def in meta_graph["signatures"].values():
+            review = [t for t in signature_def["inputs"] if t["name"] == "review"]
+            assert review == [{"name": "review", "shape": [None, 1], "dtype": "string"}]
+    reviews = np.array([[b"good"], [b"bad"]], dtype=object)
+    got = tf1_step(path, "serve", {"review": reviews})[0]
+    assert_allclose(got["y"], model.predict(tf.constant(reviews), verbose=0), atol=1e-6)
