@@ -149,7 +149,7 @@ def flow_overhead(case: str, model: keras.Model, work: str) -> dict:
     from prefect.cache_policies import NO_CACHE
 
     import export_core
-    from flows import export_keras_model
+    from keras_export.flows import export_keras_model
 
     @task(cache_policy=NO_CACHE)
     def noop(i: int) -> int:

@@ -24,7 +24,7 @@ from prefect.events import DeploymentEventTrigger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from flows import export_keras_model, export_newest_model  # noqa: E402
+from keras_export.flows import export_keras_model, export_newest_model  # noqa: E402
 
 TRAINING_COMPLETED = "training.run.completed"
 

@@ -12,8 +12,13 @@ import os
 # answer (every call then stalls for a minute); plain JSON API calls work everywhere.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+from export_core.environment import use_tensorflow_backend  # noqa: E402
+
+use_tensorflow_backend()  # before anything below imports Keras
+
 from export_core.errors import (  # noqa: E402
     CustomObjectError,
+    EnvironmentSetupError,
     ExportError,
     ExportValidationError,
     StorageError,
@@ -26,6 +31,7 @@ from export_core.load import load_from_saved_model  # noqa: E402
 
 __all__ = [
     "CustomObjectError",
+    "EnvironmentSetupError",
     "ExportError",
     "ExportResult",
     "ExportValidationError",

@@ -18,8 +18,6 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.models.functional import Functional
-from keras.src.saving.serialization_lib import SafeModeScope
 
 from export_core import constants as c
 from export_core.errors import (
@@ -27,6 +25,7 @@ from export_core.errors import (
     ExportValidationError,
     missing_custom_object_message,
 )
+from export_core.tf_private import Functional, SafeModeScope
 from export_core.validate import ExportPlan
 
 log = logging.getLogger(__name__)

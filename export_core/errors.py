@@ -10,7 +10,9 @@ Few types, each also a builtin that callers would naturally catch::
     ├── VersionExistsError (FileExistsError, AssertionError)
     │                                           target folder is taken / not empty
     ├── StorageError (OSError)                  the destination cannot be reached or written
-    └── VerificationError (RuntimeError)        what was written does not reload or match
+    ├── VerificationError (RuntimeError)        what was written does not reload or match
+    └── EnvironmentSetupError (ImportError)     TensorFlow missing or unsupported, or Keras
+                                                already running another backend
 
 Every error is picklable (Prefect ships exceptions between processes): each keeps
 only its message in ``args``.
@@ -29,6 +31,10 @@ class ExportValidationError(ExportError, ValueError):
 
 class CustomObjectError(ExportValidationError):
     """A custom layer, activation or loss could not be resolved."""
+
+
+class EnvironmentSetupError(ExportError, ImportError):
+    """This process cannot run an export: see the message for the way out."""
 
 
 class UnsupportedModelError(ExportError, NotImplementedError):

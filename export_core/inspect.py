@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tensorflow.python.saved_model import loader_impl
-
 from export_core.signature import TensorInfo
+from export_core.tf_private import dtype_name, parse_saved_model
 
 
 def describe_saved_model(path: str) -> dict[str, Any]:
@@ -19,7 +18,7 @@ def describe_saved_model(path: str) -> dict[str, Any]:
     Returns:
         ``{"meta_graphs": [{"tags": [...], "signatures": {key: {...}}}], "files": {...}}``
     """
-    saved_model = loader_impl.parse_saved_model(path)
+    saved_model = parse_saved_model(path)
     meta_graphs = []
     for meta_graph in saved_model.meta_graphs:
         signatures = {}
@@ -41,7 +40,5 @@ def describe_saved_model(path: str) -> dict[str, Any]:
 
 
 def _tensor(name: str, info: Any) -> dict[str, Any]:
-    from tensorflow.python.framework import dtypes
-
     shape = tuple(None if d.size < 0 else d.size for d in info.tensor_shape.dim)
-    return TensorInfo(name, shape, dtypes.as_dtype(info.dtype).name).to_dict()
+    return TensorInfo(name, shape, dtype_name(info.dtype)).to_dict()

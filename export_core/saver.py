@@ -23,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import attr_value_pb2, node_def_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saver_pb2
-from tensorflow.python.framework import meta_graph as meta_graph_lib
 
 from export_core.errors import ExportError
+from export_core.tf_private import shared_name, stripped_op_list
 
 CPU = "/device:CPU:0"
 
@@ -33,11 +33,6 @@ CPU = "/device:CPU:0"
 def checkpoint_key(group: str, index: int) -> str:
     """The key ``tf.train.Checkpoint(**groups).write`` gives a variable in a group."""
     return f"{group}/{index}/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def shared_name(variable: tf.Variable) -> bytes:
-    """The ``shared_name`` the SavedModel builder gives the variable's graph copy."""
-    return variable._shared_name.encode()  # noqa: SLF001 - the only stable link
 
 
 def has_unique_names(groups: Mapping[str, Sequence[tf.Variable]]) -> bool:
@@ -124,9 +119,7 @@ def add_saver(
             version=saver_pb2.SaverDef.V2,
         )
     )
-    meta_graph.meta_info_def.stripped_op_list.CopyFrom(
-        meta_graph_lib.stripped_op_list_for_graph(graph)
-    )
+    meta_graph.meta_info_def.stripped_op_list.CopyFrom(stripped_op_list(graph))
 
 
 def _free_scope(graph, base: str) -> str:

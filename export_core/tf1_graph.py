@@ -9,8 +9,6 @@ global step through ``global_step``, and asset paths as Consts they feed.
 
 from __future__ import annotations
 
-from typing import Any
-
 import tensorflow as tf
 from tensorflow.core.framework import variable_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -18,21 +16,6 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from export_core import constants as c
 from export_core import saver
 from export_core.errors import ExportError
-
-
-def graph_variables(graph: tf.Graph, asset_info: Any) -> list[tuple[str, bool]]:
-    """``(handle op name, trainable)`` of each variable in the exported graph.
-
-    The builder also stores each asset's path in a string variable that its init
-    op fills; those stay out of the collections (a freezer would try to turn the
-    path into a constant, and tf2onnx fails on it).
-    """
-    asset_inits = {id(op) for op in asset_info.asset_initializers_by_resource.values()}
-    return [
-        (v.handle.op.name, bool(v.trainable))
-        for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
-        if id(getattr(v, "_initializer_op", None)) not in asset_inits
-    ]
 
 
 def add_variable_collections(

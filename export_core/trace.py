@@ -32,6 +32,7 @@ from export_core.clone import ModeClones
 from export_core.custom_step import overridden_step, refuse_custom_step, run_custom_step
 from export_core.errors import ExportValidationError, UnsupportedModelError
 from export_core.signature import TensorInfo, output_names
+from export_core.tf_private import captured_owner, has_checkpoint_state
 from export_core.validate import ExportPlan
 
 
@@ -203,11 +204,10 @@ def captured_resources(model: keras.Model, mode: str, function: Any, tracked: se
     for tensor in function.captured_inputs:
         if tensor.dtype != tf.resource:
             continue
-        parent = getattr(tensor, "_parent_trackable", None)
-        owner = parent() if parent is not None else None
+        owner = captured_owner(tensor)
         if owner is None or id(owner) in tracked or id(owner) in found:
             continue
-        if isinstance(owner, tf.Variable) or _has_checkpoint_state(owner):
+        if isinstance(owner, tf.Variable) or has_checkpoint_state(owner):
             raise UnsupportedModelError(
                 f"The '{mode}' graph of model '{model.name}' reads "
                 f"{type(owner).__name__} '{getattr(owner, 'name', owner)}', which is "
@@ -217,13 +217,6 @@ def captured_resources(model: keras.Model, mode: str, function: Any, tracked: se
             )
         found[id(owner)] = owner
     return list(found.values())
-
-
-def _has_checkpoint_state(resource: Any) -> bool:
-    """Whether a resource saves tensors in checkpoints (MutableHashTable does)."""
-    from tensorflow.python.trackable.base import Trackable
-
-    return type(resource)._serialize_to_tensors is not Trackable._serialize_to_tensors
 
 
 def metric_variables(model: keras.Model) -> list[Any]:

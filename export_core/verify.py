@@ -25,7 +25,6 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.saved_model import loader_impl
 
 from export_core import constants as c
 from export_core.errors import VerificationError
@@ -37,6 +36,7 @@ from export_core.signature import (
     output_names,
     synthesize_inputs,
 )
+from export_core.tf_private import parse_saved_model
 
 RTOL = ATOL = 1e-5
 THREADS = 2
@@ -98,7 +98,7 @@ def verify_reload(
         synthesized = sample_inputs is None
         samples = synthesize_inputs(inputs) if synthesized else sample_inputs
         feeds, expected = normalize_samples(inputs, samples), None
-    n_graphs = len(loader_impl.parse_saved_model(saved_model_dir).meta_graphs)
+    n_graphs = len(parse_saved_model(saved_model_dir).meta_graphs)
     loads: dict[str, Callable[[], dict | None]] = {}
     for mode in modes:
         tag = c.TAGS[mode][0]

@@ -16,15 +16,9 @@ from dataclasses import dataclass
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow.python.framework import ops
-from tensorflow.python.saved_model import constants as saved_model_constants
-
-# TensorFlow exposes no public way to build a MetaGraphDef without also writing a
-# checkpoint; this is the function tf.saved_model.save itself calls (TF 2.21).
-from tensorflow.python.saved_model import save as tf_save
 
 from export_core import constants as c
-from export_core import saver, tf1_graph
+from export_core import saver, tf1_graph, tf_private
 from export_core.errors import ExportError
 from export_core.trace import TracedMode, TracedModes
 from export_core.validate import ExportPlan
@@ -80,7 +74,7 @@ def write_proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> Writte
             f.write(plan.model_json)
         written.append(c.MODEL_JSON)
     saved_model = saved_model_pb2.SavedModel(
-        saved_model_schema_version=saved_model_constants.SAVED_MODEL_SCHEMA_VERSION
+        saved_model_schema_version=tf_private.SAVED_MODEL_SCHEMA_VERSION
     )
     assets: dict[str, str] = {}
     for mode in traced:
@@ -142,17 +136,14 @@ def build_meta_graph(traced: TracedMode) -> tuple[meta_graph_pb2.MetaGraphDef, d
     The assets map a file name under ``assets/`` to the original file's path.
     """
     key = c.SIGNATURE_KEYS[traced.mode]
-    meta_graph = meta_graph_pb2.MetaGraphDef()
     groups = _groups(traced)
     # TensorFlow's own save/restore functions are kept only when variables share a
     # name and cannot be told apart in the graph (see ``saver``).
     own_saver = saver.has_unique_names(groups)
     options = tf.saved_model.SaveOptions(experimental_skip_saver=own_saver)
-    _meta, graph, _saver, asset_info, *_ = tf_save._build_meta_graph(  # noqa: SLF001
-        traced.root, {key: traced.function}, options, meta_graph
+    meta_graph, assets, variables = tf_private.build_meta_graph(
+        traced.root, {key: traced.function}, options
     )
-    variables = tf1_graph.graph_variables(graph, asset_info)
-    ops.dismantle_graph(graph)
     if own_saver:
         saver.add_saver(meta_graph, groups)
     meta_graph.meta_info_def.ClearField("tags")
@@ -168,4 +159,4 @@ def build_meta_graph(traced: TracedMode) -> tuple[meta_graph_pb2.MetaGraphDef, d
         # Fetching any output runs the whole step; a custom step may log no loss.
         anchor = c.LOSS_KEY if c.LOSS_KEY in train_op.outputs else sorted(train_op.outputs)[0]
         train_op.outputs[c.TRAIN_OP_SIGNATURE_KEY].CopyFrom(train_op.outputs[anchor])
-    return meta_graph, dict(asset_info.asset_filename_map)
+    return meta_graph, assets

@@ -61,6 +61,16 @@ def _json_arg(text: str | None, name: str) -> Any:
         raise UsageError(f"{name} is not valid JSON ({exc.msg}): {text!r}") from exc
 
 
+def package_version() -> str:
+    """The installed distribution's version (a checkout without install: unknown)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keras-savedmodel-export")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 FULL_HELP = "load train and eval MetaGraphs with tf.saved_model.load too (slower)"
 
 
@@ -69,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keras-export",
         description="Export Keras models as verified, versioned TensorFlow SavedModels.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument(
         "--storage-options", metavar="JSON", help='fsspec options, e.g. \'{"endpoint_url": "..."}\''
@@ -123,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_export_command(args, options) -> dict:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from export_core import storage
-    from flows.export import export_keras_model
+    from keras_export.flows.export import export_keras_model
 
     bar = Progress("upload")
     with storage.progress_listener(bar):

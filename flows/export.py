@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from export_core import pipeline, run_export, sources, storage
 from export_core.export import StepClock, release_clones
-from tasks import steps
+from keras_export.tasks import steps
 
 
 class _ModelParameterFlow(Flow):

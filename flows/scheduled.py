@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from export_core import sources, sources_scan
-from flows.export import export_keras_model
+from keras_export.flows.export import export_keras_model
 
 
 @flow(name="export-newest-model", validate_parameters=False)

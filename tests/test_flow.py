@@ -62,7 +62,7 @@ def run_logs(flow_run_id, wait_for: str) -> str:
 
 
 def test_flow_exports_a_keras_file_through_every_step(prefect_api, tmp_path):
-    from flows import export_keras_model
+    from keras_export.flows import export_keras_model
 
     model = models.functional_regressor()
     source = tmp_path / "model.keras"
@@ -91,7 +91,7 @@ def test_flow_exports_a_keras_file_through_every_step(prefect_api, tmp_path):
 
 def test_flow_rejects_bad_json_parameters_and_publishes_nothing(prefect_api, tmp_path):
     from export_core import CustomObjectError, ExportValidationError
-    from flows import export_keras_model
+    from keras_export.flows import export_keras_model
 
     source = tmp_path / "model.keras"
     models.functional_regressor().save(source)
@@ -118,7 +118,7 @@ def test_flow_writes_manifest_artifact_and_prunes_old_versions(prefect_api, tmp_
     from prefect.client.orchestration import get_client
 
     from export_core.manifest import Manifest, check_files
-    from flows import export_keras_model
+    from keras_export.flows import export_keras_model
 
     model = models.functional_regressor()
     source = tmp_path / "model.keras"
@@ -148,7 +148,7 @@ def test_flow_writes_manifest_artifact_and_prunes_old_versions(prefect_api, tmp_
 
 
 def test_batch_flow_exports_in_parallel_and_survives_one_failure(prefect_api, tmp_path):
-    from flows import export_keras_models
+    from keras_export.flows import export_keras_models
 
     sources_ = []
     for i in range(3):
@@ -180,7 +180,7 @@ def test_flow_publishes_to_object_store_servers(prefect_api, request, tmp_path, 
 
     import fsspec
 
-    from flows import export_keras_model
+    from keras_export.flows import export_keras_model
 
     server = request.getfixturevalue(f"{backend_name}_server")
     fsspec.AbstractFileSystem.clear_instance_cache()
@@ -227,7 +227,7 @@ def test_flow_publishes_to_object_store_servers(prefect_api, request, tmp_path, 
 def test_batch_flow_runs_on_a_dask_cluster_when_given_one(prefect_api, tmp_path):
     from prefect_dask import DaskTaskRunner
 
-    from flows import export_keras_models
+    from keras_export.flows import export_keras_models
 
     specs = []
     for i in range(2):
@@ -247,7 +247,7 @@ def test_batch_flow_runs_on_a_dask_cluster_when_given_one(prefect_api, tmp_path)
 def test_scheduled_flow_exports_the_newest_model_once(prefect_api, tmp_path):
     import time
 
-    from flows import export_newest_model
+    from keras_export.flows import export_newest_model
 
     runs = tmp_path / "runs"
     (runs / "a").mkdir(parents=True)
@@ -277,7 +277,7 @@ def test_scheduled_flow_exports_the_newest_model_once(prefect_api, tmp_path):
 
 def test_scheduled_flow_with_no_model_says_where_it_looked(prefect_api, tmp_path):
     from export_core import ExportValidationError
-    from flows import export_newest_model
+    from keras_export.flows import export_newest_model
 
     with pytest.raises(ExportValidationError, match="No .keras file under"):
         export_newest_model(source_prefix=str(tmp_path), destination=str(tmp_path / "r"))
@@ -293,7 +293,7 @@ def test_flow_publishes_a_text_classifier_to_s3_with_string_golden_data(
 
     from export_core.golden import read_golden
     from export_core.registry import verify_saved_model
-    from flows import export_keras_model
+    from keras_export.flows import export_keras_model
     from tests import text_models
 
     fsspec.AbstractFileSystem.clear_instance_cache()

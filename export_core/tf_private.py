@@ -1,0 +1,114 @@
+"""Every private TensorFlow and Keras API the exporter uses, in one place.
+
+TensorFlow offers no public way to build a MetaGraphDef without writing a
+checkpoint, or to find the objects a traced function captures; Keras none to
+clone without safe mode. These helpers wrap what ``tf.saved_model.save`` and
+``keras.models.clone_model`` use themselves. They were checked on the releases in
+``SUPPORTED_TENSORFLOW`` (the tests run on the lowest and the highest); on any
+other release a call that no longer fits raises ``EnvironmentSetupError`` naming
+that range instead of an AttributeError from deep inside TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+from keras.src.models.functional import Functional  # noqa: F401 - re-exported
+from keras.src.saving.serialization_lib import SafeModeScope  # noqa: F401 - re-exported
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.python.framework import dtypes, ops
+from tensorflow.python.framework import meta_graph as meta_graph_lib
+from tensorflow.python.saved_model import constants as saved_model_constants
+from tensorflow.python.saved_model import loader_impl
+from tensorflow.python.saved_model import save as tf_save
+from tensorflow.python.trackable.base import Trackable
+
+from export_core.errors import EnvironmentSetupError
+
+SUPPORTED_TENSORFLOW = ("2.20", "2.21")
+SUPPORTED_PIN = "tensorflow>=2.20,<2.22"
+SAVED_MODEL_SCHEMA_VERSION = saved_model_constants.SAVED_MODEL_SCHEMA_VERSION
+
+
+def tensorflow_release() -> str:
+    return ".".join(tf.__version__.split(".")[:2])
+
+
+def guarded(function: Callable) -> Callable:
+    """Turns a private API that changed shape into an error naming the supported range."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (AttributeError, TypeError, ValueError, ImportError) as exc:
+            if tensorflow_release() in SUPPORTED_TENSORFLOW:
+                raise  # a supported release: a real error of the caller's, not an API change
+            raise EnvironmentSetupError(
+                f"TensorFlow {tf.__version__} changed an internal API the exporter relies on "
+                f"({function.__name__}: {type(exc).__name__}: {exc}). Supported: TensorFlow "
+                f"{' and '.join(SUPPORTED_TENSORFLOW)}; install one of them, e.g. "
+                f"pip install '{SUPPORTED_PIN}'."
+            ) from exc
+
+    return call
+
+
+@guarded
+def build_meta_graph(
+    root: Any, signatures: dict, options: tf.saved_model.SaveOptions
+) -> tuple[meta_graph_pb2.MetaGraphDef, dict[str, str], list[tuple[str, bool]]]:
+    """One MetaGraphDef from ``root`` as ``tf.saved_model.save`` builds it, no checkpoint.
+
+    Returns:
+        The MetaGraphDef; its assets (file name under ``assets/`` -> original
+        path); and ``(handle op, trainable)`` of each variable in its graph except
+        the string variables that hold asset paths (filled by the init op).
+    """
+    meta_graph = meta_graph_pb2.MetaGraphDef()
+    _meta, graph, _saver, asset_info, *_ = tf_save._build_meta_graph(  # noqa: SLF001
+        root, signatures, options, meta_graph
+    )
+    asset_inits = {id(op) for op in asset_info.asset_initializers_by_resource.values()}
+    variables = [
+        (v.handle.op.name, bool(v.trainable))
+        for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+        if id(getattr(v, "_initializer_op", None)) not in asset_inits
+    ]
+    ops.dismantle_graph(graph)  # frees the exported graph's Python objects now
+    return meta_graph, dict(asset_info.asset_filename_map), variables
+
+
+@guarded
+def shared_name(variable: tf.Variable) -> bytes:
+    """The ``shared_name`` the SavedModel builder gives the variable's graph copy."""
+    return variable._shared_name.encode()  # noqa: SLF001 - the only stable link
+
+
+@guarded
+def stripped_op_list(graph_def: Any) -> Any:
+    return meta_graph_lib.stripped_op_list_for_graph(graph_def)
+
+
+def captured_owner(tensor: Any) -> Any | None:
+    """The trackable (variable, lookup table...) a captured resource handle belongs to."""
+    parent = getattr(tensor, "_parent_trackable", None)
+    return parent() if parent is not None else None
+
+
+def has_checkpoint_state(resource: Any) -> bool:
+    """Whether a resource saves tensors in checkpoints (MutableHashTable does)."""
+    return type(resource)._serialize_to_tensors is not Trackable._serialize_to_tensors
+
+
+@guarded
+def parse_saved_model(path: str) -> saved_model_pb2.SavedModel:
+    """``saved_model.pb`` or ``.pbtxt`` of a local folder, as TensorFlow's loaders read it."""
+    return loader_impl.parse_saved_model(path)
+
+
+def dtype_name(enum: int) -> str:
+    return dtypes.as_dtype(enum).name
