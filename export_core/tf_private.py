@@ -28,8 +28,8 @@ from tensorflow.python.trackable.base import Trackable
 
 from export_core.errors import EnvironmentSetupError
 
-SUPPORTED_TENSORFLOW = ("2.20", "2.21")
-SUPPORTED_PIN = "tensorflow>=2.20,<2.22"
+SUPPORTED_TENSORFLOW = ("2.19", "2.20", "2.21")
+SUPPORTED_PIN = "tensorflow>=2.19,<2.22"
 SAVED_MODEL_SCHEMA_VERSION = saved_model_constants.SAVED_MODEL_SCHEMA_VERSION
 
 
@@ -50,7 +50,7 @@ def guarded(function: Callable) -> Callable:
             raise EnvironmentSetupError(
                 f"TensorFlow {tf.__version__} changed an internal API the exporter relies on "
                 f"({function.__name__}: {type(exc).__name__}: {exc}). Supported: TensorFlow "
-                f"{' and '.join(SUPPORTED_TENSORFLOW)}; install one of them, e.g. "
+                f"{', '.join(SUPPORTED_TENSORFLOW)}; install one of them, e.g. "
                 f"pip install '{SUPPORTED_PIN}'."
             ) from exc
 

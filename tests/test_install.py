@@ -235,3 +235,18 @@ def test_keras_already_running_another_backend_gets_a_clear_error(torch_python):
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("export_core.errors.EnvironmentSetupError: Keras is already running")
     assert "'torch' backend" in last and "keras-export export" in last
+
+
+def test_a_changed_private_api_on_an_unsupported_tensorflow_names_the_range(monkeypatch):
+    from export_core import EnvironmentSetupError, tf_private
+
+    @tf_private.guarded
+    def moved_api():
+        raise AttributeError("module has no attribute '_build_meta_graph'")
+
+    monkeypatch.setattr(tf_private, "tensorflow_release", lambda: "2.99")
+    with pytest.raises(EnvironmentSetupError, match=r"Supported: TensorFlow 2\.19, 2\.20, 2\.21"):
+        moved_api()
+    monkeypatch.setattr(tf_private, "tensorflow_release", lambda: "2.21")
+    with pytest.raises(AttributeError):  # on a supported release it is a bug, shown as one
+        moved_api()
