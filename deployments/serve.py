@@ -1,7 +1,7 @@
 """Serve the exporter's deployments with ``prefect.serve`` (no work pool needed).
 
     KERAS_EXPORT_SOURCE_PREFIX=s3://ml/runs KERAS_EXPORT_DESTINATION=s3://registry/churn \\
-        python deployments/serve.py
+    KERAS_EXPORT_CREDENTIALS=aws-credentials/registry-writer python deployments/serve.py
 
 Two deployments, the same as ``deployments/prefect.yaml`` declares for work pools:
 
@@ -29,12 +29,22 @@ from keras_export.flows import export_keras_model, export_newest_model  # noqa: 
 TRAINING_COMPLETED = "training.run.completed"
 
 
-def build_deployments(source_prefix: str, destination: str, cron: str = "0 * * * *"):
-    """The two deployments, configured with plain values."""
+def build_deployments(
+    source_prefix: str,
+    destination: str,
+    cron: str = "0 * * * *",
+    credentials: str | None = None,
+):
+    """The two deployments, configured with plain values.
+
+    ``credentials`` is a saved block's name (``"aws-credentials/registry-writer"``):
+    the deployments store that name, never a secret, and every run loads the block.
+    """
+    block = {"credentials": credentials} if credentials else {}
     scheduled = export_newest_model.to_deployment(
         name="scheduled-export",
         cron=cron,
-        parameters={"source_prefix": source_prefix, "destination": destination},
+        parameters={"source_prefix": source_prefix, "destination": destination, **block},
         description="Export the newest trained model under the source prefix.",
         tags=["keras-export"],
     )
@@ -46,6 +56,7 @@ def build_deployments(source_prefix: str, destination: str, cron: str = "0 * * *
                 parameters={
                     "model": "{{ event.payload.model_uri }}",
                     "destination": "{{ event.payload.destination }}",
+                    **block,
                 },
             )
         ],
@@ -59,7 +70,8 @@ def main() -> None:
     source = os.environ.get("KERAS_EXPORT_SOURCE_PREFIX", os.path.abspath("exports"))
     destination = os.environ.get("KERAS_EXPORT_DESTINATION", os.path.abspath("exports/registry"))
     cron = os.environ.get("KERAS_EXPORT_CRON", "0 * * * *")
-    serve(*build_deployments(source, destination, cron))
+    credentials = os.environ.get("KERAS_EXPORT_CREDENTIALS")  # e.g. aws-credentials/registry-writer
+    serve(*build_deployments(source, destination, cron, credentials))
 
 
 if __name__ == "__main__":

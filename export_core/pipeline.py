@@ -83,33 +83,43 @@ def verify_build(
 
 
 def stage_while_verifying(
-    upload: Future | Any, verify: Callable[[], ParityReport | None], plan: ExportPlan
+    upload: Future | Any,
+    verify: Callable[[], ParityReport | None],
+    plan: ExportPlan,
+    discard: Callable[[str], None] | None = None,
 ):
     """Runs ``verify()`` here while ``upload``, a started ``stage_build``, goes on.
 
     ``upload`` is anything with ``result()``: a ``concurrent.futures.Future`` in
     ``run_export``, a Prefect task future in the flow. Returns
     ``(draft, staging, parity)``. If verification fails, the upload is waited for
-    and its staging prefix removed before the error is raised.
+    and its staging prefix removed (by ``discard(staging)`` when given, e.g. a task
+    that holds the credentials) before the error is raised.
     """
     try:
         parity = verify()
     except BaseException:
-        _discard_staged(upload, plan)
+        _discard_staged(upload, plan, discard)
         raise
     draft, staging = upload.result()
     return draft, staging, parity
 
 
-def _discard_staged(upload: Future | Any, plan: ExportPlan) -> None:
+def _discard_staged(
+    upload: Future | Any, plan: ExportPlan, discard: Callable[[str], None] | None
+) -> None:
     """Waits for a running stage and removes what it uploaded."""
     try:
         _draft, staging = upload.result()
     except BaseException:  # noqa: BLE001 - it cleaned up after itself; the caller's error wins
         return
-    if staging is not None:
-        dest = storage.Destination.parse(plan.destination, plan.storage_options)
-        storage.cleanup_staging(dest, staging)
+    if staging is None:
+        return
+    if discard is not None:
+        discard(staging)
+        return
+    dest = storage.Destination.parse(plan.destination, plan.storage_options)
+    storage.cleanup_staging(dest, staging)
 
 
 def publish_version(

@@ -74,19 +74,51 @@ def package_version() -> str:
 FULL_HELP = "load train and eval MetaGraphs with tf.saved_model.load too (slower)"
 
 
+def add_global_options(parser: argparse.ArgumentParser, after_command: bool = False) -> None:
+    """The options every command takes; after the command they only override."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if after_command else value
+
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print machine-readable JSON"
+    )
+    parser.add_argument(
+        "--storage-options",
+        metavar="JSON",
+        default=default(None),
+        help='fsspec options, e.g. \'{"endpoint_url": "..."}\'',
+    )
+    parser.add_argument(
+        "--credentials",
+        metavar="SLUG/NAME",
+        default=default(None),
+        help="a saved Prefect block for the destination, e.g. aws-credentials/registry-writer",
+    )
+    parser.add_argument(
+        "--source-credentials",
+        metavar="SLUG/NAME",
+        default=default(None),
+        help="a saved Prefect block for the model source (default: --credentials)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-export",
         description="Export Keras models as verified, versioned TensorFlow SavedModels.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.add_argument(
-        "--storage-options", metavar="JSON", help='fsspec options, e.g. \'{"endpoint_url": "..."}\''
-    )
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    export = sub.add_parser("export", help="export a .keras model (runs the Prefect flow)")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        # Global options are accepted after the command too (gsutil/aws style).
+        sub_parser = sub.add_parser(name, **kwargs)
+        add_global_options(sub_parser, after_command=True)
+        return sub_parser
+
+    export = command("export", help="export a .keras model (runs the Prefect flow)")
     export.add_argument("model", help="path or URI of a .keras file")
     export.add_argument("dest", help="base path or URI; a version folder is created under it")
     export.add_argument("--serving-only", action="store_true")
@@ -109,18 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="write into DEST itself (must be missing or empty)",
     )
 
-    inspect = sub.add_parser("inspect", help="show MetaGraphs, signatures, files, manifest")
+    inspect = command("inspect", help="show MetaGraphs, signatures, files, manifest")
     inspect.add_argument("path")
 
-    verify = sub.add_parser("verify", help="re-check hashes and reload with TF's loaders")
+    verify = command("verify", help="re-check hashes and reload with TF's loaders")
     verify.add_argument("path")
     verify.add_argument("--model", help="a .keras model to compare predictions with")
     verify.add_argument("--full", action="store_true", help=FULL_HELP)
 
-    versions = sub.add_parser("versions", help="list versions, newest last")
+    versions = command("versions", help="list versions, newest last")
     versions.add_argument("base")
 
-    gc = sub.add_parser("gc", help="remove old complete versions and stale staging")
+    gc = command("gc", help="remove old complete versions and stale staging")
     gc.add_argument("base")
     gc.add_argument("--keep", type=int, required=True, metavar="N")
     gc.add_argument(
@@ -148,6 +180,8 @@ def run_export_command(args, options) -> dict:
                 input_signature=_json_arg(args.input_signature, "--input-signature"),
                 custom_objects=args.custom_object,
                 storage_options=options,
+                credentials=args.credentials,
+                source_credentials=args.source_credentials,
                 keep_versions=args.keep_versions,
                 sample_inputs=args.sample_inputs,
                 timestamped=not args.no_timestamp,
@@ -163,6 +197,15 @@ def run_command(args) -> dict | list:
         return run_export_command(args, options)
     from export_core import registry, sources, storage
 
+    source_options = options
+    if args.credentials or args.source_credentials:
+        from keras_export.tasks.credentials import storage_access
+
+        source_options = storage_access(
+            args.source_credentials or args.credentials, options
+        ).storage_options()
+        options = storage_access(args.credentials, options).storage_options()
+
     if args.command == "inspect":
         bar = Progress("download")
         try:
@@ -170,7 +213,7 @@ def run_command(args) -> dict | list:
         finally:
             bar.close()
     if args.command == "verify":
-        model = sources.load_keras_source(args.model, None, options) if args.model else None
+        model = sources.load_keras_source(args.model, None, source_options) if args.model else None
         bar = Progress("download")
         try:
             return registry.verify_saved_model(

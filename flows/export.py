@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from prefect import Flow, flow, get_run_logger, task
+from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -19,17 +19,27 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from export_core import pipeline, run_export, sources, storage
 from export_core.export import StepClock, release_clones
 from keras_export.tasks import steps
+from keras_export.tasks.credentials import (
+    SECRET_WARNING,
+    StorageAccess,
+    record_parameters,
+    secret_keys,
+    storage_access,
+)
 
 
 class _ModelParameterFlow(Flow):
-    """Records an in-process ``keras.Model`` parameter by name.
+    """Records parameters as Prefect may keep them: models and blocks by name, no secrets.
 
-    Prefect stores a flow run's parameters as JSON. Given a model object, its
-    encoder walks every attribute of the model (tens of thousands of objects, about
-    0.2 s for a small MLP) before giving up on it.
+    Prefect stores a flow run's parameters as JSON, verbatim, where the UI and API
+    show them. A ``keras.Model`` is recorded by name (its encoder would walk every
+    attribute of the model, about 0.2 s for a small MLP, before giving up); a
+    credentials block by its saved name; secret-looking ``storage_options`` values
+    redacted (the flow still uses the real ones, see ``tasks.credentials``).
     """
 
     def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        parameters = record_parameters(parameters)
         models = {k: v for k, v in parameters.items() if isinstance(v, keras.Model)}
         rest = {k: v for k, v in parameters.items() if k not in models}
         serialized = super().serialize_parameters(rest)
@@ -38,6 +48,7 @@ class _ModelParameterFlow(Flow):
 
 
 def _model_flow(**options: Any):
+    """``@flow`` whose runs record parameters without models or secrets."""
     return lambda fn: _ModelParameterFlow(fn=fn, **options)
 
 
@@ -55,6 +66,8 @@ def export_keras_model(
     timestamped: bool = True,
     full_verify: bool = False,
     modes: list[str] | None = None,
+    credentials: Any = None,
+    source_credentials: Any = None,
 ) -> dict:
     """Exports a Keras model as a verified SavedModel version under ``destination``.
 
@@ -73,6 +86,11 @@ def export_keras_model(
             the serving one (see ``export_core.verify``).
         modes: The MetaGraphs to write, e.g. ``["serve", "eval"]`` (default: all
             three for a compiled model).
+        credentials: A Prefect block (or a saved one's name such as
+            ``"aws-credentials/registry-writer"``) for the destination; see
+            ``keras_export.tasks.credentials``. None: ambient credentials.
+        source_credentials: The same for the model source and ``sample_inputs``
+            (default: ``credentials``).
 
     Returns:
         ``path``, ``version``, ``modes``, ``tags``, ``signatures``, ``files``,
@@ -81,22 +99,26 @@ def export_keras_model(
     logger = get_run_logger()
     lap = StepClock()
     objects = sources.resolve_custom_objects(custom_objects)
-    if isinstance(model, str):
-        keras_model = sources.load_keras_source(model, objects, storage_options)
-        source = sources.source_info(model, storage_options)
-    else:
-        keras_model, source = model, {"uri": None, "sha256": None, "name": model.name}
-    samples = sources.load_sample_inputs(sample_inputs, storage_options)
+    access = storage_access(credentials, storage_options)
+    source_access = (
+        storage_access(source_credentials, storage_options) if source_credentials else access
+    )
+    warn_about_secrets(logger, storage_options)
+    uri = model if isinstance(model, str) else None
+    loaded, source, samples = steps.load_source(uri, objects, source_access, sample_inputs)
+    keras_model = loaded if uri else model
+    if uri is None:
+        source = {"uri": None, "sha256": None, "name": model.name}
     lap("load")
     plan = steps.validate(
         keras_model,
         destination,
+        access,
         custom_objects=objects,
         input_signature=sources.signature_from_json(input_signature),
         serving_only=serving_only,
         as_text=as_text,
         timestamped=timestamped,
-        storage_options=storage_options,
         modes=modes,
     )
     lap("validate")
@@ -104,8 +126,8 @@ def export_keras_model(
     lap("clone")
     traced = steps.trace(clones, plan)
     lap("trace")
-    dest = storage.Destination.parse(plan.destination, plan.storage_options)
-    build_dir = storage.new_build_dir(dest, plan.timestamped)
+    # Parsing the destination reads no credentials and touches no network.
+    build_dir = storage.new_build_dir(storage.Destination.parse(plan.destination), plan.timestamped)
     staging = None
     try:
         steps.checkpoint(traced, build_dir)
@@ -117,20 +139,27 @@ def export_keras_model(
         release_clones(clone_bytes)
         lap("release_clones")
         # The upload runs on the task runner while this thread verifies the build.
-        upload = steps.stage.submit(build_dir, plan, source)
+        upload = steps.stage.submit(build_dir, plan, source, access)
 
         def verify_step():
             parity = steps.verify(build_dir, keras_model, plan, samples, full_verify)
             lap("verify_reload")
             return parity
 
-        draft, staging, parity = pipeline.stage_while_verifying(upload, verify_step, plan)
+        def discard_staged(prefix: str) -> None:
+            steps.discard(None, plan, access, prefix)
+
+        draft, staging, parity = pipeline.stage_while_verifying(
+            upload, verify_step, plan, discard_staged
+        )
         logger.info("Staged %d files (%d bytes)", len(draft.files), _size(draft))
         lap("stage")
-        published, pruned = steps.publish(build_dir, staging, plan, draft, parity, keep_versions)
+        published, pruned = steps.publish(
+            build_dir, staging, plan, draft, parity, keep_versions, access
+        )
         lap("publish")
     finally:
-        storage.cleanup(build_dir, dest, staging)
+        steps.discard(build_dir, plan, access, staging)
     logger.info("Published %s (modes %s)", published.path, ", ".join(plan.modes))
     result = {
         "path": published.path,
@@ -148,6 +177,13 @@ def export_keras_model(
     )
     emit_published_event(result, source)
     return result
+
+
+def warn_about_secrets(logger: Any, storage_options: Any) -> None:
+    """One warning when explicit storage_options carry secrets (they belong in a block)."""
+    found = secret_keys(storage_options or {})
+    if found:
+        logger.warning(SECRET_WARNING, ", ".join(found))
 
 
 PUBLISHED_EVENT = "model.version.published"
@@ -210,38 +246,60 @@ def summary_markdown(result: dict) -> str:
 
 
 @task(name="export-one", cache_policy=NO_CACHE)
-def export_one(spec: dict) -> dict:
+def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) -> dict:
     """One export of a batch, straight through ``export_core`` in this worker."""
     spec = dict(spec)
     objects = sources.resolve_custom_objects(spec.pop("custom_objects", None))
-    options = spec.get("storage_options")
+    options, source_options = access.storage_options(), source_access.storage_options()
     uri = spec.pop("model")
-    model = sources.load_keras_source(uri, objects, options)
+    model = sources.load_keras_source(uri, objects, source_options)
     result = run_export(
         model,
         spec.pop("destination"),
         custom_objects=objects,
         input_signature=sources.signature_from_json(spec.pop("input_signature", None)),
-        sample_inputs=sources.load_sample_inputs(spec.pop("sample_inputs", None), options),
-        source=sources.source_info(uri, options),
+        sample_inputs=sources.load_sample_inputs(spec.pop("sample_inputs", None), source_options),
+        source=sources.source_info(uri, source_options),
+        storage_options=options,
         **spec,
     )
     return {"model": uri, "path": result.path, "version": result.version}
 
 
-@flow(name="export-keras-models", validate_parameters=False, task_runner=ThreadPoolTaskRunner())
-def export_keras_models(exports: list[dict]) -> dict:
+def batch_access(spec: dict, credentials: Any, source_credentials: Any):
+    """Pops a batch entry's credentials and options into the two accesses it needs."""
+    options = spec.pop("storage_options", None)
+    own = spec.pop("credentials", None) or credentials
+    own_source = spec.pop("source_credentials", None) or source_credentials
+    access = storage_access(own, options)
+    return access, storage_access(own_source, options) if own_source else access
+
+
+@_model_flow(
+    name="export-keras-models", validate_parameters=False, task_runner=ThreadPoolTaskRunner()
+)
+def export_keras_models(
+    exports: list[dict], credentials: Any = None, source_credentials: Any = None
+) -> dict:
     """Exports many models in parallel; one failure does not stop the others.
 
-    Each entry takes ``export_keras_model``'s parameters (``model`` must be a URI).
-    The task runner defaults to threads; ``export_keras_models.with_options(
-    task_runner=DaskTaskRunner(...))`` hands the work to a Dask cluster.
+    Each entry takes ``export_keras_model``'s parameters (``model`` must be a URI;
+    ``credentials``/``source_credentials`` there override the batch's). The task
+    runner defaults to threads; ``export_keras_models.with_options(
+    task_runner=DaskTaskRunner(...))`` hands the work to a Dask cluster (pass saved
+    blocks' names there: a block object lives in this process only).
 
     Returns:
         ``{"succeeded": n, "failed": n, "results": [...]}`` in input order.
     """
     logger = get_run_logger()
-    futures = [export_one.submit(spec) for spec in exports]
+    futures = []
+    for entry in exports:
+        spec = dict(entry)
+        warn_about_secrets(logger, spec.get("storage_options"))
+        futures.append(
+            export_one.submit(spec, *batch_access(spec, credentials, source_credentials))
+        )
     results = []
     for spec, future in zip(exports, futures, strict=True):
         future.wait()

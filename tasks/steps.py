@@ -3,27 +3,69 @@
 TensorFlow steps receive models and traced graphs, which Prefect must not hash
 (``NO_CACHE``) and which retrying would not fix. Only I/O steps retry: the
 upload to staging and the publish.
+
+The steps that touch storage (load-source, validate, stage, publish, discard)
+receive a ``StorageAccess`` (a block reference and explicit options, see
+``credentials``) and turn it into fsspec ``storage_options`` themselves; the plan
+that travels between tasks holds none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from export_core import pipeline, storage
+from export_core import pipeline, sources, storage
 from export_core.clone import ModeClones, clone_per_mode
+from export_core.errors import ExportError
 from export_core.manifest import Manifest
 from export_core.trace import TracedModes, trace_modes
 from export_core.validate import ExportPlan, validate_export
 from export_core.verify import ParityReport
 from export_core.write import WrittenFiles, write_checkpoint, write_proto
+from keras_export.tasks.credentials import StorageAccess
+
+
+def with_storage(plan: ExportPlan, access: StorageAccess) -> ExportPlan:
+    """The plan with real storage options, for the duration of one storage step."""
+    return dataclasses.replace(plan, storage_options=access.storage_options())
+
+
+def naming_credentials(exc: ExportError, access: StorageAccess) -> ExportError:
+    """The same error, saying which credentials were used (never their values)."""
+    if not access.credentials:
+        return exc
+    return type(exc)(f"{exc} (credentials: {access.describe()})")
+
+
+@task(name="load-source", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def load_source(uri: str | None, custom_objects: dict, access: StorageAccess, samples: str | None):
+    """The ``.keras`` model, its ``{"uri", "sha256"}`` and the golden inputs, if any.
+
+    ``uri=None`` (a model given in process) loads only the golden inputs.
+    """
+    try:
+        options = access.storage_options() if uri or samples else {}
+        model = sources.load_keras_source(uri, custom_objects, options) if uri else None
+        info = sources.source_info(uri, options) if uri else None
+        return model, info, sources.load_sample_inputs(samples, options)
+    except ExportError as exc:
+        raise naming_credentials(exc, access) from exc
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate(model: Any, destination: str, **options: Any) -> ExportPlan:
-    return validate_export(model, destination, **options)
+def validate(model: Any, destination: str, access: StorageAccess, **options: Any) -> ExportPlan:
+    """Validates with the real options; the plan it returns holds none of them."""
+    try:
+        plan = validate_export(
+            model, destination, storage_options=access.storage_options(), **options
+        )
+    except ExportError as exc:
+        raise naming_credentials(exc, access) from exc
+    return dataclasses.replace(plan, storage_options={})
 
 
 @task(name="clone-per-mode", cache_policy=NO_CACHE)
@@ -55,13 +97,18 @@ def proto(
 
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def stage(build_dir: str, plan: ExportPlan, source: dict) -> tuple[Manifest, str | None]:
+def stage(
+    build_dir: str, plan: ExportPlan, source: dict, access: StorageAccess
+) -> tuple[Manifest, str | None]:
     logger = get_run_logger()
 
     def progress(done: int, total: int) -> None:
         logger.info("Uploaded %d / %d bytes (%.0f%%)", done, total, 100.0 * done / max(total, 1))
 
-    return pipeline.stage_build(build_dir, plan, source, progress)
+    try:
+        return pipeline.stage_build(build_dir, with_storage(plan, access), source, progress)
+    except ExportError as exc:
+        raise naming_credentials(exc, access) from exc
 
 
 @task(name="verify-reload", cache_policy=NO_CACHE)
@@ -79,5 +126,21 @@ def publish(
     draft: Manifest,
     parity: ParityReport,
     keep_versions: int | None,
+    access: StorageAccess,
 ) -> tuple[storage.Published, list[int]]:
-    return pipeline.publish_version(build_dir, staging, plan, draft, parity, keep_versions)
+    try:
+        return pipeline.publish_version(
+            build_dir, staging, with_storage(plan, access), draft, parity, keep_versions
+        )
+    except ExportError as exc:
+        raise naming_credentials(exc, access) from exc
+
+
+@task(name="discard", cache_policy=NO_CACHE)
+def discard(build_dir: str | None, plan: ExportPlan, access: StorageAccess, staging: str | None):
+    """Removes the local build and what was staged remotely (after success or failure)."""
+    if build_dir is not None:
+        storage.remove_build_dir(build_dir)
+    if staging is not None:
+        dest = storage.Destination.parse(plan.destination, access.storage_options())
+        storage.cleanup_staging(dest, staging)

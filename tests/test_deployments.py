@@ -187,6 +187,8 @@ def test_prefect_yaml_deploys_both_deployments(server, tmp_path):
     assert scheduled["work_pool_name"] == "keras-export"
     assert [s["schedule"]["cron"] for s in scheduled["schedules"]] == ["0 * * * *"]
     assert scheduled["parameters"]["destination"] == str(tmp_path / "registry")
+    with_block = deployment(api, "export-newest-model", "scheduled-export-s3")
+    assert with_block["parameters"]["credentials"] == "aws-credentials/registry-writer"
     triggered = deployment(api, "export-keras-model", "on-training-completed")
     automations = api.post("/automations/filter", json={}).json()
     mine = [
