@@ -191,12 +191,11 @@ def test_secret_block_of_gcsfs_options_exports_to_the_gcs_emulator(
 
 
 def test_gcp_credentials_map_to_gcsfs_token_and_project(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
     from prefect_gcp import GcpCredentials
 
     from keras_export.tasks.credentials import block_options
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
     pem = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
