@@ -18,6 +18,7 @@ import keras
 from export_core import pipeline, storage
 from export_core.clone import clone_per_mode
 from export_core.errors import ExportValidationError
+from export_core.preflight import check_keep
 from export_core.trace import trace_modes
 from export_core.validate import validate_export
 from export_core.verify import FULL, ParityReport
@@ -157,6 +158,7 @@ def run_export(
     """
     if verify not in (True, False, FULL):
         raise ExportValidationError(f"verify must be True, False or {FULL!r}, received {verify!r}.")
+    keep_versions = check_keep(keep_versions)
     lap = StepClock()
     plan = validate_export(
         model,
@@ -168,6 +170,7 @@ def run_export(
         timestamped=timestamped,
         storage_options=storage_options,
         modes=modes,
+        sample_inputs=sample_inputs,
     )
     lap("validate")
     clones = clone_per_mode(model, plan, custom_objects)

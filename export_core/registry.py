@@ -1,4 +1,8 @@
-"""Reading a model registry: versions, manifests, and re-verifying a published version."""
+"""Reading a model registry: versions, manifests, and re-verifying a published version.
+
+Listing needs only fsspec: TensorFlow is imported by ``inspect_saved_model`` and
+``verify_saved_model`` alone, so ``keras-export versions`` and ``gc`` start fast.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import keras
-
 from export_core import constants as c
-from export_core import manifest as mf
 from export_core import storage
 from export_core.errors import ExportValidationError, VerificationError
-from export_core.inspect import describe_saved_model
-from export_core.signature import infer_input_signature
-from export_core.verify import inputs_from_saved_model, verify_reload
 
 
 @dataclass(frozen=True)
@@ -43,6 +41,7 @@ def list_versions(base: str, storage_options: Mapping[str, Any] | None = None) -
     """Every integer version under ``base``, oldest first, with its status."""
     dest = storage.Destination.parse(base, storage_options)
     dest.check_reachable()
+    require_base(dest, base)
     infos = []
     for version in dest.versions():
         folder = dest.join(str(version))
@@ -61,6 +60,47 @@ def list_versions(base: str, storage_options: Mapping[str, Any] | None = None) -
     return infos
 
 
+def require_base(dest: storage.Destination, base: str) -> None:
+    """A version base is an existing folder that is not itself a SavedModel.
+
+    Raises:
+        ExportValidationError: Missing, a file, or a version folder given as the base.
+    """
+    try:
+        info = dest.fs.info(dest.path)
+    except FileNotFoundError:
+        info = None
+    if info is None and not dest.fs.exists(dest.path):
+        raise ExportValidationError(
+            f"{base} does not exist, so it holds no versions. Check the path (exports "
+            "create it on their first publish)."
+        )
+    if info is not None and info.get("type") == "file":
+        raise ExportValidationError(f"{base} is a file, not a folder of versions.")
+    if any(dest.fs.exists(f"{dest.path}/{name}") for name in storage.LAST_FILES):
+        raise ExportValidationError(
+            f"{base} is a SavedModel (a version), not a base of versions; pass the folder "
+            "that holds the integer version folders (its parent)."
+        )
+
+
+def require_folder(path: str, storage_options: Mapping[str, Any] | None) -> None:
+    """A local path given as a SavedModel must be an existing folder (exit 2, not 3)."""
+    dest = storage.Destination.parse(path, storage_options)
+    if dest.is_local and not os.path.isdir(dest.path):
+        what = "is a file" if os.path.exists(dest.path) else "does not exist"
+        raise ExportValidationError(f"{path} {what}; pass a SavedModel (version) folder.")
+
+
+def require_saved_model(local: str, path: str) -> None:
+    """Raises ``ExportValidationError`` unless ``local`` holds a SavedModel proto."""
+    if not any(os.path.exists(os.path.join(local, name)) for name in storage.LAST_FILES):
+        raise ExportValidationError(
+            f"{path} is not a SavedModel: it holds no saved_model.pb. Pass a version folder "
+            "(keras-export versions BASE lists them)."
+        )
+
+
 def _read_manifest(dest: storage.Destination, folder: str) -> dict | None:
     try:
         return json.loads(dest.fs.cat_file(f"{folder}/{c.MANIFEST}"))
@@ -72,7 +112,11 @@ def inspect_saved_model(
     path: str, storage_options: Mapping[str, Any] | None = None, progress=None
 ) -> dict[str, Any]:
     """MetaGraphs, signatures and files of a SavedModel, plus its manifest if any."""
+    from export_core.inspect import describe_saved_model
+
+    require_folder(path, storage_options)
     with storage.local_copy(path, storage_options, progress) as local:
+        require_saved_model(local, path)
         description = describe_saved_model(local)
         manifest_path = os.path.join(local, c.MANIFEST)
         if os.path.exists(manifest_path):
@@ -87,7 +131,7 @@ def inspect_saved_model(
 def verify_saved_model(
     path: str,
     *,
-    model: keras.Model | None = None,
+    model: Any = None,
     storage_options: Mapping[str, Any] | None = None,
     progress=None,
     full: bool = False,
@@ -100,7 +144,14 @@ def verify_saved_model(
         VerificationError: Files differ from the manifest, a MetaGraph does not load,
             or predictions differ from ``model``.
     """
+    from export_core import manifest as mf
+    from export_core.inspect import describe_saved_model
+    from export_core.signature import infer_input_signature
+    from export_core.verify import inputs_from_saved_model, verify_reload
+
+    require_folder(path, storage_options)
     with storage.local_copy(path, storage_options, progress) as local:
+        require_saved_model(local, path)
         manifest_path = os.path.join(local, c.MANIFEST)
         manifest = None
         if os.path.exists(manifest_path):

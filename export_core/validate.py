@@ -18,7 +18,13 @@ from export_core.errors import (
     ExportValidationError,
     UnsupportedModelError,
 )
-from export_core.signature import InputSignature, infer_input_signature
+from export_core.signature import (
+    InputSignature,
+    check_compatible,
+    check_samples,
+    infer_input_signature,
+    model_input_signature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,7 @@ def validate_export(
     timestamped: bool = True,
     storage_options: Mapping[str, Any] | None = None,
     modes: Sequence[str] | None = None,
+    sample_inputs: Any = None,
 ) -> ExportPlan:
     """Validates an export request and decides what to export.
 
@@ -86,9 +93,14 @@ def validate_export(
     destination.check_reachable()
     if not timestamped:
         destination.require_empty()
+    own = model_input_signature(model) if input_signature is not None else None
     if input_signature is not None and not model.built:
         _build_from_signature(model, input_signature)
     inputs = infer_input_signature(model, input_signature)
+    if own is not None:
+        check_compatible(inputs, own, "input_signature")
+    if sample_inputs is not None:
+        check_samples(inputs, sample_inputs)
     check_finite_weights(model)
     modes = _plan_modes(model, requested)
     model_json = model_config_json(model)

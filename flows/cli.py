@@ -6,8 +6,11 @@
     keras-export versions BASE                       versions, newest last, with status
     keras-export gc BASE --keep N                    prune old versions and stale staging
 
-Exit codes: 0 success, 2 usage error (bad arguments or options), 3 export or storage
-failure, 4 verification failure, 1 anything unexpected.
+Every error is one line on stderr, ``keras-export: <kind>: <what was wrong>. <how to
+fix>`` (a JSON object on stdout with ``--json``), with no traceback (``--debug``) and no
+TensorFlow or Prefect noise (``--verbose``). Arguments are checked before TensorFlow
+or Prefect start. Exit codes, the same for every command: 0 ok, 2 invalid input, 3
+export or storage failed, 4 verification failed, 130 interrupted, 1 unexpected.
 """
 
 from __future__ import annotations
@@ -19,46 +22,22 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EXPORT, EXIT_VERIFY = 0, 1, 2, 3, 4
+from keras_export.flows import cli_output as out
+from keras_export.flows.cli_output import EXIT_CODES, EXIT_OK, EXIT_USAGE, Progress
 
 
-class UsageError(Exception):
-    """A command-line argument that cannot be used."""
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the one line every other error is."""
 
-
-class Progress:
-    """A progress bar on a terminal; silent when stderr is not a TTY."""
-
-    def __init__(self, label: str, stream=None) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
-        self.shown = False
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * done / total) if total else width
-        bar = "#" * filled + "." * (width - filled)
-        mb = 1024 * 1024
-        self.stream.write(f"\r{self.label} [{bar}] {done / mb:7.1f}/{total / mb:.1f} MB")
-        self.stream.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-            self.shown = False
-
-
-def _json_arg(text: str | None, name: str) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{name} is not valid JSON ({exc.msg}): {text!r}") from exc
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = f" {self.prog.split()[-1]}" if " " in self.prog else ""
+        text = f"{message}. Run 'keras-export{command} --help'"
+        if "--json" in sys.argv:
+            error = {"kind": "invalid input", "message": text, "exit_code": EXIT_USAGE}
+            print(json.dumps({"error": error}))
+        else:
+            print(f"keras-export: invalid input: {text}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
 
 
 def package_version() -> str:
@@ -84,6 +63,15 @@ def add_global_options(parser: argparse.ArgumentParser, after_command: bool = Fa
         "--json", action="store_true", default=default(False), help="print machine-readable JSON"
     )
     parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="show TensorFlow's and Prefect's own output",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default(False), help="--verbose, and tracebacks"
+    )
+    parser.add_argument(
         "--storage-options",
         metavar="JSON",
         default=default(None),
@@ -104,9 +92,10 @@ def add_global_options(parser: argparse.ArgumentParser, after_command: bool = Fa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="keras-export",
         description="Export Keras models as verified, versioned TensorFlow SavedModels.",
+        epilog=EXIT_CODES,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     add_global_options(parser)
@@ -114,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         # Global options are accepted after the command too (gsutil/aws style).
-        sub_parser = sub.add_parser(name, **kwargs)
+        sub_parser = sub.add_parser(name, epilog=EXIT_CODES, **kwargs)
         add_global_options(sub_parser, after_command=True)
         return sub_parser
 
@@ -163,12 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_export_command(args, options) -> dict:
+def preflight(args) -> dict | None:
+    """Every check that needs neither TensorFlow nor Prefect; returns the storage options."""
+    from export_core import preflight as pf
+
+    options = pf.check_storage_options(
+        pf.parse_json(args.storage_options, "--storage-options"), "--storage-options"
+    )
+    if args.command == "export":
+        pf.check_model_file(args.model)
+        pf.check_destination(args.dest)
+        pf.check_signature_json(pf.parse_json(args.input_signature, "--input-signature"))
+        pf.check_keep(args.keep_versions, "--keep-versions")
+        pf.check_sample_inputs_file(args.sample_inputs)
+    elif args.command == "gc":
+        pf.check_keep(args.keep, "--keep")
+    for path in (getattr(args, "path", None), getattr(args, "base", None)):
+        if path is not None:
+            pf.check_scheme(path, "Path")
+    return options
+
+
+def run_export_command(args, options: dict | None, stream) -> dict:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from export_core import storage
     from keras_export.flows.export import export_keras_model
 
-    bar = Progress("upload")
+    bar = Progress("upload", stream)
     with storage.progress_listener(bar):
         try:
             return export_keras_model(
@@ -177,7 +187,7 @@ def run_export_command(args, options) -> dict:
                 serving_only=args.serving_only,
                 modes=args.modes.split(",") if args.modes else None,
                 as_text=args.as_text,
-                input_signature=_json_arg(args.input_signature, "--input-signature"),
+                input_signature=json.loads(args.input_signature) if args.input_signature else None,
                 custom_objects=args.custom_object,
                 storage_options=options,
                 credentials=args.credentials,
@@ -191,141 +201,79 @@ def run_export_command(args, options) -> dict:
             bar.close()
 
 
-def run_command(args) -> dict | list:
-    options = _json_arg(args.storage_options, "--storage-options") or None
+def run_command(args, stream) -> Any:
+    options = preflight(args)
     if args.command == "export":
-        return run_export_command(args, options)
-    from export_core import registry, sources, storage
+        return run_export_command(args, options, stream)
+    from export_core import registry, storage
 
     source_options = options
     if args.credentials or args.source_credentials:
         from keras_export.tasks.credentials import storage_access
 
-        source_options = storage_access(
-            args.source_credentials or args.credentials, options
-        ).storage_options()
+        source = args.source_credentials or args.credentials
+        source_options = storage_access(source, options).storage_options()
         options = storage_access(args.credentials, options).storage_options()
-
-    if args.command == "inspect":
-        bar = Progress("download")
-        try:
+    bar = Progress("download", stream)
+    try:
+        if args.command == "inspect":
             return registry.inspect_saved_model(args.path, options, bar)
-        finally:
-            bar.close()
-    if args.command == "verify":
-        model = sources.load_keras_source(args.model, None, source_options) if args.model else None
-        bar = Progress("download")
-        try:
+        if args.command == "verify":
+            model = None
+            if args.model:
+                from export_core import sources
+
+                model = sources.load_keras_source(args.model, None, source_options)
             return registry.verify_saved_model(
                 args.path, model=model, storage_options=options, progress=bar, full=args.full
             )
-        finally:
-            bar.close()
+    finally:
+        bar.close()
     if args.command == "versions":
         return [v.to_dict() for v in registry.list_versions(args.base, options)]
-    if args.command == "gc":
-        dest = storage.Destination.parse(args.base, options)
-        dest.check_reachable()
-        pruned = storage.prune_versions(dest, args.keep)
-        swept = [] if args.no_sweep else storage.sweep_staging(dest)
-        return {"base": args.base, "pruned": pruned, "swept": swept}
-    raise UsageError(f"unknown command {args.command}")
+    dest = storage.Destination.parse(args.base, options)
+    dest.check_reachable()
+    registry.require_base(dest, args.base)
+    pruned = storage.prune_versions(dest, args.keep)
+    swept = [] if args.no_sweep else storage.sweep_staging(dest)
+    return {"base": args.base, "pruned": pruned, "swept": swept}
 
 
-def render(command: str, result: Any) -> str:
-    """Human-readable output for each command."""
-    if command in ("inspect", "export"):
-        return _render_inspect(result)
-    if command == "verify":
-        p = result["parity"]
-        checked = "match the manifest" if result["manifest_checked"] else "unchecked (no manifest)"
-        return (
-            f"OK {result['path']}: modes {', '.join(result['modes'])}; files {checked}"
-            f"; loaders {', '.join(p['loaders'])}; max |diff| {p['max_abs_diff']:.3g} "
-            f"vs {result['compared_with']}"
-        )
-    if command == "versions":
-        if not result:
-            return "no versions"
-        rows = []
-        for v in result:
-            status = "complete" if v["complete"] else "INCOMPLETE"
-            status += ", verified" if v["verified"] else ", UNVERIFIED"
-            rows.append(f"{v['version']}  {status}  {v['created'] or '-'}  {v['path']}")
-        return "\n".join(rows)
-    if command == "gc":
-        return f"pruned versions {result['pruned'] or 'none'}; swept {result['swept'] or 'nothing'}"
-    return json.dumps(result, indent=2)
-
-
-def _render_inspect(result: dict) -> str:
-    lines = [f"SavedModel {result['path']}"]
-    if "version" in result:
-        lines[0] += f" (version {result['version']})"
-    for meta_graph in result.get("meta_graphs") or _graphs_from_flow(result):
-        lines.append(f"MetaGraph tags {meta_graph['tags']}")
-        for key, sig in meta_graph["signatures"].items():
-            lines.append(f"  signature '{key}' ({sig.get('method_name', '')})")
-            for kind in ("inputs", "outputs"):
-                for t in sig[kind]:
-                    lines.append(f"    {kind[:-1]:6} {t['name']}: {t['dtype']} {t['shape']}")
-    files = result.get("files") or {}
-    for name, info in files.items():
-        size = info["size"] if isinstance(info, dict) else info
-        lines.append(f"  file {name} ({size} bytes)")
-    manifest = result.get("manifest")
-    if manifest:
-        lines.append(f"manifest: created {manifest['created']}, parity {manifest['parity']}")
-    if "parity" in result and result["parity"]:
-        lines.append(f"parity: max |diff| {result['parity']['max_abs_diff']:.3g}")
-    return "\n".join(lines)
-
-
-def _graphs_from_flow(result: dict) -> list[dict]:
-    signatures = result.get("signatures", {})
-    return [
-        {
-            "tags": tags,
-            "signatures": {k: v for k, v in signatures.items() if _key_tag(k) == tags[0]},
-        }
-        for tags in result.get("tags", [])
-    ]
-
-
-def _key_tag(key: str) -> str:
-    return {"serving_default": "serve"}.get(key, key)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, quiet_until_exit: bool = False) -> int:
+    """Runs one command; returns its exit code (see the module docstring)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+    except SystemExit as exc:  # --help, --version: 0; bad arguments: 2, already printed
         return int(exc.code or 0)
-    from export_core.errors import (
-        ExportError,
-        ExportValidationError,
-        UnsupportedModelError,
-        VerificationError,
-    )
-
+    quiet = out.QuietProcess(enabled=not (args.verbose or args.debug))
     try:
-        result = run_command(args)
-    except UsageError as exc:
-        print(f"keras-export: usage error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except VerificationError as exc:
-        print(f"keras-export: verification failed: {exc}", file=sys.stderr)
-        return EXIT_VERIFY
-    except (ExportValidationError, UnsupportedModelError) as exc:
-        print(f"keras-export: invalid input: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ExportError as exc:
-        print(f"keras-export: {args.command} failed: {exc}", file=sys.stderr)
-        return EXIT_EXPORT
-    print(json.dumps(result, indent=2, default=str) if args.json else render(args.command, result))
-    return EXIT_OK
+        with quiet:
+            try:
+                result = run_command(args, quiet.stream)
+            except (Exception, KeyboardInterrupt) as exc:
+                if args.debug:
+                    import traceback
+
+                    traceback.print_exception(exc, file=quiet.stream)
+                return out.report_error(exc, args.command, args.json, quiet.stream)
+        text = (
+            json.dumps(result, indent=2, default=str)
+            if args.json
+            else out.render(args.command, result)
+        )
+        print(text, flush=True)
+        return EXIT_OK
+    finally:
+        if not quiet_until_exit:
+            quiet.restore()
+
+
+def entry() -> None:
+    """The ``keras-export`` console script: stays quiet through interpreter exit too
+    (Prefect stops its temporary server, and says so, from an exit handler)."""
+    sys.exit(main(quiet_until_exit=True))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from export_core import pipeline, run_export, sources, storage
 from export_core.export import StepClock, release_clones
+from export_core.preflight import check_keep
 from keras_export.tasks import steps
 from keras_export.tasks.credentials import (
     SECRET_WARNING,
@@ -98,6 +99,7 @@ def export_keras_model(
     """
     logger = get_run_logger()
     lap = StepClock()
+    keep_versions = check_keep(keep_versions)
     objects = sources.resolve_custom_objects(custom_objects)
     access = storage_access(credentials, storage_options)
     source_access = (
@@ -120,6 +122,7 @@ def export_keras_model(
         as_text=as_text,
         timestamped=timestamped,
         modes=modes,
+        sample_inputs=samples,
     )
     lap("validate")
     clones = steps.clone(keras_model, plan, objects)

@@ -104,37 +104,6 @@ def test_gc_keeps_newest_and_sweeps_staging(tmp_path):
     assert sorted(os.listdir(registry)) == sorted([os.path.basename(paths[2]), "notes"])
 
 
-@pytest.mark.parametrize(
-    ("args", "code", "message"),
-    [
-        (["--storage-options", "{not json", "versions", "x"], 2, "usage error"),
-        (["export"], 2, "the following arguments are required"),
-        (["gc", "/tmp/x", "--keep", "0"], 2, "keep_versions must be >= 1"),
-        (["versions", "nosuchfs://b/x"], 2, "No usable fsspec filesystem"),
-    ],
-)
-def test_exit_codes_distinguish_usage_errors(args, code, message):
-    done = run(*args)
-    assert done.returncode == code, done.stderr
-    assert message in done.stderr
-
-
-def test_export_failure_exits_3(tmp_path, published):
-    root, _ = published
-    target = tmp_path / "taken"
-    target.mkdir()
-    (target / "keep.txt").write_text("x")
-    done = run(
-        "export",
-        str(root / "model.keras"),
-        str(target),
-        "--no-timestamp",
-        env={"PREFECT_HOME": str(root / "prefect-home")},
-    )
-    assert done.returncode == 3, done.stderr
-    assert "not empty" in done.stderr
-
-
 def test_progress_bar_on_a_terminal_only(s3_server, published, tmp_path):
     import pty
     import uuid

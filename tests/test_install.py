@@ -50,7 +50,7 @@ def test_wheel_installs_only_names_that_belong_to_the_project(dist):
     assert {t for t in top if not t.endswith(".dist-info")} == {"export_core", "keras_export"}
     assert "keras_export/flows/cli.py" in names and "keras_export/tasks/steps.py" in names
     assert "export_core/py.typed" in names and "keras_export/py.typed" in names
-    assert "keras-export = keras_export.flows.cli:main" in entry_points
+    assert "keras-export = keras_export.flows.cli:entry" in entry_points
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])

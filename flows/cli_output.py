@@ -1,0 +1,202 @@
+"""What ``keras-export`` prints: progress bars, results, and one line per error."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+class Progress:
+    """A progress bar on a terminal; silent when stderr is not a TTY."""
+
+    def __init__(self, label: str, stream=None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "." * (width - filled)
+        mb = 1024 * 1024
+        self.stream.write(f"\r{self.label} [{bar}] {done / mb:7.1f}/{total / mb:.1f} MB")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.shown = False
+
+
+def render(command: str, result: Any) -> str:
+    """Human-readable output for each command."""
+    if command in ("inspect", "export"):
+        return _render_inspect(result)
+    if command == "verify":
+        p = result["parity"]
+        checked = "match the manifest" if result["manifest_checked"] else "unchecked (no manifest)"
+        return (
+            f"OK {result['path']}: modes {', '.join(result['modes'])}; files {checked}"
+            f"; loaders {', '.join(p['loaders'])}; max |diff| {p['max_abs_diff']:.3g} "
+            f"vs {result['compared_with']}"
+        )
+    if command == "versions":
+        if not result:
+            return "no versions"
+        rows = []
+        for v in result:
+            status = "complete" if v["complete"] else "INCOMPLETE"
+            status += ", verified" if v["verified"] else ", UNVERIFIED"
+            rows.append(f"{v['version']}  {status}  {v['created'] or '-'}  {v['path']}")
+        return "\n".join(rows)
+    if command == "gc":
+        return f"pruned versions {result['pruned'] or 'none'}; swept {result['swept'] or 'nothing'}"
+    return json.dumps(result, indent=2)
+
+
+def _render_inspect(result: dict) -> str:
+    lines = [f"SavedModel {result['path']}"]
+    if "version" in result:
+        lines[0] += f" (version {result['version']})"
+    for meta_graph in result.get("meta_graphs") or _graphs_from_flow(result):
+        lines.append(f"MetaGraph tags {meta_graph['tags']}")
+        for key, sig in meta_graph["signatures"].items():
+            lines.append(f"  signature '{key}' ({sig.get('method_name', '')})")
+            for kind in ("inputs", "outputs"):
+                for t in sig[kind]:
+                    lines.append(f"    {kind[:-1]:6} {t['name']}: {t['dtype']} {t['shape']}")
+    files = result.get("files") or {}
+    for name, info in files.items():
+        size = info["size"] if isinstance(info, dict) else info
+        lines.append(f"  file {name} ({size} bytes)")
+    manifest = result.get("manifest")
+    if manifest:
+        lines.append(f"manifest: created {manifest['created']}, parity {manifest['parity']}")
+    if "parity" in result and result["parity"]:
+        lines.append(f"parity: max |diff| {result['parity']['max_abs_diff']:.3g}")
+    return "\n".join(lines)
+
+
+def _graphs_from_flow(result: dict) -> list[dict]:
+    signatures = result.get("signatures", {})
+    return [
+        {
+            "tags": tags,
+            "signatures": {k: v for k, v in signatures.items() if _key_tag(k) == tags[0]},
+        }
+        for tags in result.get("tags", [])
+    ]
+
+
+def _key_tag(key: str) -> str:
+    return {"serving_default": "serve"}.get(key, key)
+
+
+# Exit codes, the same for every command (README, "Command line").
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EXPORT, EXIT_VERIFY, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    130,
+)
+EXIT_CODES = (
+    "exit codes: 0 ok, 2 invalid input, 3 export or storage failed, 4 verification failed, "
+    "130 interrupted, 1 unexpected (rerun with --debug for the traceback)"
+)
+
+
+def classify(exc: BaseException, command: str) -> tuple[str, int]:
+    """The kind of error shown to the user and the exit code it ends with."""
+    from export_core import errors
+
+    if isinstance(exc, KeyboardInterrupt):
+        what = "nothing was published" if command == "export" else "stopped"
+        return f"interrupted; {what}", EXIT_INTERRUPTED
+    if isinstance(exc, errors.VerificationError):
+        return "verification failed", EXIT_VERIFY
+    if isinstance(
+        exc,
+        errors.ExportValidationError
+        | errors.UnsupportedModelError
+        | errors.VersionExistsError
+        | errors.EnvironmentSetupError,
+    ):
+        return "invalid input", EXIT_USAGE
+    if isinstance(exc, errors.StorageError):
+        return "storage error", EXIT_EXPORT
+    if isinstance(exc, errors.ExportError):
+        return f"{command} failed", EXIT_EXPORT
+    return f"unexpected error ({type(exc).__name__})", EXIT_UNEXPECTED
+
+
+def one_line(message: str) -> str:
+    """A message on one line: AutoGraph and Keras wrap causes across many."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def report_error(exc: BaseException, command: str, as_json: bool, stream) -> int:
+    """Prints the error as one line on ``stream`` (or a JSON object on stdout)."""
+    kind, code = classify(exc, command)
+    message = "" if isinstance(exc, KeyboardInterrupt) else one_line(exc)
+    if code == EXIT_UNEXPECTED:
+        message += " (rerun with --debug for the traceback)"
+    if as_json:
+        error = {"kind": kind, "message": message, "exit_code": code}
+        print(json.dumps({"error": error}), flush=True)
+    else:
+        print(
+            f"keras-export: {kind}" + (f": {message}" if message else ""), file=stream, flush=True
+        )
+    return code
+
+
+class QuietProcess:
+    """Keeps TensorFlow's, absl's and Prefect's start-up and log noise off the terminal.
+
+    File descriptor 2 (where TensorFlow's C++ code, Prefect's temporary server and
+    the console log handlers write) points at /dev/null while a command runs; the
+    command's own output goes to ``stream``, the real stderr. Prefect still sends
+    its logs to its API, so the UI keeps the whole story. ``--verbose`` skips this.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.stream = sys.stderr
+        self._saved: int | None = None
+
+    def __enter__(self) -> QuietProcess:
+        if not self.enabled:
+            return self
+        import os
+        import warnings
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        warnings.simplefilter("ignore")
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        self.stream = os.fdopen(os.dup(self._saved), "w", buffering=1)
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stream.flush()
+
+    def restore(self) -> None:
+        """Gives fd 2 back (for callers that go on after the command in-process)."""
+        if self._saved is None:
+            return
+        import os
+
+        os.dup2(self._saved, 2)
+        sys.stderr = sys.__stderr__
+        self._saved = None
