@@ -112,11 +112,11 @@ def inspect_saved_model(
     path: str, storage_options: Mapping[str, Any] | None = None, progress=None
 ) -> dict[str, Any]:
     """MetaGraphs, signatures and files of a SavedModel, plus its manifest if any."""
-    from export_core.inspect import describe_saved_model
-
     require_folder(path, storage_options)
     with storage.local_copy(path, storage_options, progress) as local:
         require_saved_model(local, path)
+        from export_core.inspect import describe_saved_model  # TensorFlow: only now
+
         description = describe_saved_model(local)
         manifest_path = os.path.join(local, c.MANIFEST)
         if os.path.exists(manifest_path):
@@ -144,14 +144,14 @@ def verify_saved_model(
         VerificationError: Files differ from the manifest, a MetaGraph does not load,
             or predictions differ from ``model``.
     """
-    from export_core import manifest as mf
-    from export_core.inspect import describe_saved_model
-    from export_core.signature import infer_input_signature
-    from export_core.verify import inputs_from_saved_model, verify_reload
-
     require_folder(path, storage_options)
     with storage.local_copy(path, storage_options, progress) as local:
         require_saved_model(local, path)
+        from export_core import manifest as mf  # TensorFlow: only now
+        from export_core.inspect import describe_saved_model
+        from export_core.signature import infer_input_signature
+        from export_core.verify import inputs_from_saved_model, verify_reload
+
         manifest_path = os.path.join(local, c.MANIFEST)
         manifest = None
         if os.path.exists(manifest_path):
