@@ -145,9 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("base")
     gc.add_argument("--keep", type=int, required=True, metavar="N")
     gc.add_argument(
-        "--no-sweep",
-        action="store_true",
-        help="leave .staging-* folders alone (e.g. while exports run)",
+        "--no-sweep", action="store_true", help="leave staging folders and claims alone"
+    )
+    gc.add_argument(
+        "--older-than",
+        type=float,
+        metavar="SECONDS",
+        help="sweep staging folders and claims older than this (by the time in their name; "
+        "default 6 h, well above a slow export; 0 once an export is known dead)",
     )
     return parser
 
@@ -165,6 +170,12 @@ def preflight(args) -> dict | None:
         pf.check_signature_json(pf.parse_json(args.input_signature, "--input-signature"))
         pf.check_keep(args.keep_versions, "--keep-versions")
         pf.check_sample_inputs_file(args.sample_inputs)
+        if not args.credentials and pf.scheme_of(args.dest) != "file":
+            # A store that does not answer fails here, in seconds, not after
+            # TensorFlow and Prefect have started (a block needs Prefect: later).
+            from export_core import storage
+
+            storage.Destination.parse(args.dest, options).check_reachable()
     elif args.command == "gc":
         pf.check_keep(args.keep, "--keep")
     for path in (getattr(args, "path", None), getattr(args, "base", None)):
@@ -234,8 +245,9 @@ def run_command(args, stream) -> Any:
     dest = storage.Destination.parse(args.base, options)
     dest.check_reachable()
     registry.require_base(dest, args.base)
+    age = {} if args.older_than is None else {"older_than": args.older_than}
     pruned = storage.prune_versions(dest, args.keep)
-    swept = [] if args.no_sweep else storage.sweep_staging(dest)
+    swept = [] if args.no_sweep else storage.sweep_staging(dest, **age)
     return {"base": args.base, "pruned": pruned, "swept": swept}
 
 

@@ -157,7 +157,7 @@ def test_s3_server_dying_mid_upload_publishes_nothing_and_a_rerun_succeeds(s3_se
         assert [n for n in leftovers if n.isdigit()] == ["1000"], "no new integer version"
         assert all(n == "1000" or n.startswith(".staging-") for n in leftovers), leftovers
         assert fs.cat(f"{bucket}/registry/1000/saved_model.pb") == b"existing version"
-        export_core.storage.sweep_staging(dest)
+        export_core.storage.sweep_staging(dest, older_than=0)  # the export is known dead
         path = export_core.export_saved_model(model, base, storage_options=options)
         fs.invalidate_cache()
         names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/registry", detail=False))
@@ -214,7 +214,8 @@ def test_process_killed_between_steps_leaves_no_version_and_rerun_succeeds(
     assert all(n == "1000" or n.startswith(".staging-") for n in names), names
     assert fs.cat(f"{base}/1000/saved_model.pb") == b"existing version"
     dest = export_core.storage.Destination.parse(uri, options)
-    assert export_core.storage.sweep_staging(dest), "the killed export's staging is swept"
+    assert not export_core.storage.sweep_staging(dest), "fresh staging may still be in use"
+    assert export_core.storage.sweep_staging(dest, older_than=0), "swept once known dead"
     path = export_core.export_saved_model(
         models.functional_regressor(), uri, storage_options=options
     )

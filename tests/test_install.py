@@ -48,7 +48,20 @@ def test_wheel_installs_only_names_that_belong_to_the_project(dist):
         ).decode()
     top = {n.split("/", 1)[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"export_core", "keras_export"}
-    assert "keras_export/flows/cli.py" in names and "keras_export/tasks/steps.py" in names
+    sources = {
+        os.path.relpath(os.path.join(folder, name), ROOT)
+        for package in ("export_core", "flows", "tasks")
+        for folder, _, files in os.walk(os.path.join(ROOT, package))
+        for name in files
+        if name.endswith(".py")
+    }
+    installed = {
+        n.replace("keras_export/", "", 1)
+        if n.startswith("keras_export/f") or n.startswith("keras_export/t")
+        else n
+        for n in names
+    }
+    assert sources <= installed, sorted(sources - installed)
     assert "export_core/py.typed" in names and "keras_export/py.typed" in names
     assert "keras-export = keras_export.flows.cli:entry" in entry_points
 

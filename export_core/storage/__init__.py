@@ -1,0 +1,98 @@
+"""Destinations: one fsspec filesystem per export, version claims, publishing, retention.
+
+Everything goes through ``fsspec.core.url_to_fs(uri, **storage_options)``. The
+package keeps the import path of the former ``storage.py``; by concern:
+
+* ``backend``: ``Destination`` (parsing, reachability, preconditions), the names
+  staging folders and claims carry, create-if-absent, error wrapping;
+* ``transfer``: uploads, checking what landed, downloads, progress;
+* ``publish``: build and staging folders, version claims, making a version visible;
+* ``retention``: pruning old versions, sweeping abandoned staging and claims,
+  safe with any number of concurrent writers and retention runs.
+"""
+
+from __future__ import annotations
+
+from export_core.storage.backend import (
+    BACKEND_HINTS,
+    CLAIMS_DIR,
+    LAST_FILES,
+    MANIFEST_FILE,
+    STAGING_PREFIX,
+    Destination,
+    claim_created,
+    claim_record,
+    create_if_absent,
+    new_staging_name,
+    safe_message,
+    staging_created,
+    storage_error,
+)
+from export_core.storage.publish import (
+    Published,
+    claim_version,
+    cleanup,
+    cleanup_staging,
+    new_build_dir,
+    ordered_files,
+    publish,
+    remove_build_dir,
+    stage,
+)
+from export_core.storage.retention import (
+    STALE_AFTER,
+    Collected,
+    collect_garbage,
+    prune_versions,
+    sweep_staging,
+)
+from export_core.storage.transfer import (
+    HASH_CHUNK,
+    S3_PART_SIZE,
+    ProgressFn,
+    confirm_landed,
+    local_copy,
+    progress_listener,
+    put_file,
+    s3_etag,
+)
+
+_put_file = put_file  # the former private name, which tests use
+
+__all__ = [
+    "BACKEND_HINTS",
+    "CLAIMS_DIR",
+    "HASH_CHUNK",
+    "LAST_FILES",
+    "MANIFEST_FILE",
+    "S3_PART_SIZE",
+    "STAGING_PREFIX",
+    "STALE_AFTER",
+    "Collected",
+    "Destination",
+    "ProgressFn",
+    "Published",
+    "claim_created",
+    "claim_record",
+    "claim_version",
+    "cleanup",
+    "cleanup_staging",
+    "collect_garbage",
+    "confirm_landed",
+    "create_if_absent",
+    "local_copy",
+    "new_build_dir",
+    "new_staging_name",
+    "ordered_files",
+    "progress_listener",
+    "prune_versions",
+    "publish",
+    "put_file",
+    "remove_build_dir",
+    "s3_etag",
+    "safe_message",
+    "stage",
+    "staging_created",
+    "storage_error",
+    "sweep_staging",
+]

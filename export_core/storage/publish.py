@@ -1,0 +1,256 @@
+"""How a finished build becomes a visible version: staging, claims, publishing.
+
+* local disk: the SavedModel is built in a hidden staging folder next to the
+  version folder and renamed into place — ``rename(2)`` is atomic, so a reader
+  sees either no version folder or a complete one;
+* any other backend (object stores have no atomic rename): the build is uploaded
+  to a staging prefix whose name TensorFlow Serving ignores (it only loads
+  integer-named folders), then copied into the version folder with
+  ``saved_model.pb`` after every other file, because serving systems take its
+  presence as "this version is complete" (TensorFlow's own ``save`` writes it
+  last for the same reason), and the manifest after it, so that retention can
+  take the manifest's presence as "this publish is over".
+
+Staging names and claim markers record their creation time (``backend``), which
+is how ``retention`` tells an abandoned one from one a live export still uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+from export_core.errors import StorageError, VersionExistsError
+from export_core.storage.backend import (
+    CLAIMS_DIR,
+    LAST_FILES,
+    MANIFEST_FILE,
+    Destination,
+    claim_record,
+    create_if_absent,
+    new_staging_name,
+    quiet_rm,
+    storage_error,
+)
+from export_core.storage.transfer import ProgressFn, put_file, report_progress
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where a version landed."""
+
+    path: str
+    version: int | None
+
+
+def new_build_dir(dest: Destination, timestamped: bool) -> str:
+    """A private local folder to build the SavedModel in.
+
+    For local destinations it sits beside the final folder (same filesystem, so the
+    final rename is atomic) under a name TensorFlow Serving ignores.
+
+    Raises:
+        StorageError: The staging folder could not be created.
+    """
+    if not dest.is_local:
+        return tempfile.mkdtemp(prefix="keras-export-")
+    parent = dest.path if timestamped else os.path.dirname(os.path.abspath(dest.path))
+    name = new_staging_name()
+    if not timestamped:
+        name = f".{os.path.basename(dest.path)}{name}"
+    try:
+        os.makedirs(parent, exist_ok=True)
+        build_dir = os.path.join(parent, name)
+        os.mkdir(build_dir)
+    except OSError as exc:
+        raise StorageError(f"Cannot create a staging folder under '{parent}': {exc}") from exc
+    return build_dir
+
+
+def remove_build_dir(build_dir: str) -> None:
+    shutil.rmtree(build_dir, ignore_errors=True)
+
+
+def ordered_files(build_dir: str) -> list[str]:
+    """Relative paths of the build: ``saved_model.pb`` after the rest, the manifest last."""
+    files = []
+    for root, _dirs, names in os.walk(build_dir):
+        for name in names:
+            files.append(os.path.relpath(os.path.join(root, name), build_dir).replace(os.sep, "/"))
+    return sorted(files, key=lambda f: (f == MANIFEST_FILE, f in LAST_FILES, f))
+
+
+def stage(
+    build_dir: str, dest: Destination, timestamped: bool, progress: ProgressFn | None = None
+) -> str | None:
+    """Uploads the build to a staging prefix at a remote destination.
+
+    Local builds already sit in their staging folder on the destination's disk;
+    for them this returns None. Files stream from disk (``fs.put``), so no
+    checkpoint shard is ever held in memory whole.
+
+    Raises:
+        StorageError: The upload failed; the partial staging prefix is removed.
+    """
+    if dest.is_local:
+        return None
+    files = ordered_files(build_dir)
+    staging = _remote_staging(dest, timestamped)
+    total = sum(os.path.getsize(os.path.join(build_dir, f)) for f in files)
+    done = 0
+    try:
+        for f in files:  # one by one, so progress is reported per file
+            put_file(dest.fs, os.path.join(build_dir, f), f"{staging}/{f}")
+            done += os.path.getsize(os.path.join(build_dir, f))
+            report_progress(progress, done, total)
+    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+        quiet_rm(dest.fs, [staging], recursive=True)
+        raise storage_error(f"Uploading to '{dest.uri}' failed", exc) from exc
+    return staging
+
+
+def _remote_staging(dest: Destination, timestamped: bool) -> str:
+    """A prefix TensorFlow Serving ignores; beside the target when it is the base itself."""
+    name = new_staging_name()
+    if timestamped:
+        return dest.join(name)
+    parent, _, leaf = dest.path.rstrip("/").rpartition("/")
+    return f"{parent}/.{leaf}{name}" if parent else f".{leaf}{name}"
+
+
+def publish(
+    build_dir: str, dest: Destination, timestamped: bool, staging: str | None = None
+) -> Published:
+    """Makes a finished, verified build visible at the destination.
+
+    The manifest (if the build has one) is the last file to appear.
+
+    Raises:
+        VersionExistsError: ``timestamped=False`` and the folder filled up meanwhile.
+        StorageError: The destination could not be written; nothing is left visible.
+    """
+    if dest.is_local:
+        return _publish_local(build_dir, dest, timestamped)
+    if staging is None:
+        staging = stage(build_dir, dest, timestamped)
+    return _publish_remote(build_dir, dest, timestamped, staging)
+
+
+def cleanup(build_dir: str, dest: Destination, staging: str | None) -> None:
+    """Removes the local build and the remote staging prefix, whatever happened."""
+    remove_build_dir(build_dir)
+    if staging is not None:
+        cleanup_staging(dest, staging)
+
+
+def cleanup_staging(dest: Destination, staging: str) -> None:
+    quiet_rm(dest.fs, [staging], recursive=True)
+
+
+def claim_version(dest: Destination, start: int | None = None) -> int:
+    """Claims the first free integer version >= ``start``.
+
+    The default start is now, in seconds, or one above the newest version folder
+    when that is higher. Never reaching below the newest matters when writers
+    publish faster than once a second while retention runs: a number that was
+    published and pruned would otherwise be free again, and a retention run still
+    removing the old folder could take the new export's files with it (and TF
+    Serving would not take a version below its latest as new anyway).
+
+    Claims are create-if-absent operations, so concurrent exports never share a
+    version; a taken integer moves on to the next one at once (no sleeping).
+
+    Raises:
+        StorageError: No free version was found in 10,000 tries.
+    """
+    version = _default_start(dest) if start is None else start
+    for _ in range(10_000):
+        if _try_claim(dest, version):
+            return version
+        version += 1
+    raise StorageError(f"Could not claim a free version folder under '{dest.uri}'.")
+
+
+def _default_start(dest: Destination) -> int:
+    dest.fs.invalidate_cache(dest.path)  # other writers add versions: list afresh
+    return max([int(time.time()), *(v + 1 for v in dest.versions())])
+
+
+def _try_claim(dest: Destination, version: int) -> bool:
+    target = dest.join(str(version))
+    if dest.is_local:
+        try:
+            os.mkdir(target)
+        except FileExistsError:
+            return False
+        return True
+    if dest.fs.exists(target):
+        return False
+    # The marker records when it was made: sweep_staging removes only old ones.
+    marker = dest.join(CLAIMS_DIR, str(version))
+    if not create_if_absent(dest.fs, marker, claim_record(version)):
+        return False
+    return not dest.fs.exists(target)
+
+
+def _publish_local(build_dir: str, dest: Destination, timestamped: bool) -> Published:
+    if not timestamped:
+        try:
+            os.rename(build_dir, dest.path)  # replaces a missing or empty folder only
+        except OSError as exc:
+            if os.path.isdir(dest.path) and os.listdir(dest.path):
+                dest.require_empty()
+            raise StorageError(f"Cannot move the export into '{dest.path}': {exc}") from exc
+        return Published(dest.path, None)
+    version = claim_version(dest)
+    target = dest.join(str(version))
+    try:
+        os.rename(build_dir, target)  # onto the empty folder we claimed: atomic
+    except OSError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise StorageError(f"Cannot move the export into '{target}': {exc}") from exc
+    return Published(target, version)
+
+
+def _publish_remote(
+    build_dir: str, dest: Destination, timestamped: bool, staging: str
+) -> Published:
+    files = ordered_files(build_dir)
+    version = None
+    written: list[str] = []
+    try:
+        if timestamped:
+            version = claim_version(dest)
+            target = dest.join(str(version))
+        else:
+            dest.require_empty()
+            target = dest.path
+        for f in files:  # everything, then saved_model.pb, then the manifest
+            if f == MANIFEST_FILE:  # written after verification: not in staging
+                dest.fs.put_file(os.path.join(build_dir, f), f"{target}/{f}")
+            else:
+                dest.fs.copy(f"{staging}/{f}", f"{target}/{f}")
+            written.append(f"{target}/{f}")
+    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+        if isinstance(exc, VersionExistsError):
+            raise
+        quiet_rm(dest.fs, list(reversed(written)))
+        if version is not None:  # our claimed folder: leave no (pseudo-)directory behind
+            _remove_claimed_folder(dest, version)
+        raise storage_error(f"Publishing to '{dest.uri}' failed", exc) from exc
+    finally:
+        if version is not None:
+            quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
+    return Published(dest.child_uri(None if version is None else str(version)), version)
+
+
+def _remove_claimed_folder(dest: Destination, version: int) -> None:
+    folder = dest.join(str(version))
+    quiet_rm(dest.fs, [folder], recursive=True)
+    with contextlib.suppress(OSError, ValueError):
+        if dest.fs.isdir(folder):
+            dest.fs.rmdir(folder)

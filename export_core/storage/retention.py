@@ -1,0 +1,256 @@
+"""Retention: pruning old versions and sweeping abandoned staging, safe under races.
+
+Any number of exports and retention runs, in any number of processes or hosts,
+may work on one base at once. What keeps that safe:
+
+* Nothing is removed on a guess. A version is removed only when it is complete
+  (``saved_model.pb`` or ``.pbtxt`` *and* ``export_manifest.json``, which
+  ``publish`` writes last) and ``keep`` newer complete versions exist; never the
+  ``protect`` ed one, never a non-integer or incomplete folder. A staging folder
+  or claim marker is removed only when the creation time recorded in its own name
+  or content (see ``backend.new_staging_name`` / ``claim_record``) is at least
+  ``older_than`` seconds old — backend modification times are never consulted.
+* Removing is idempotent. A path that was listed a moment ago and is gone when it
+  is read or removed was taken by another run: the ``FileNotFoundError`` of that
+  ``ls``, ``cat_file`` or ``rm`` is swallowed there, and only there. Any other
+  backend error becomes a ``StorageError`` naming the operation and the path.
+* A version is taken apart in the reverse of publish order: manifest, then
+  ``saved_model.pb(txt)``, then the rest. From the first removal on, every reader
+  (this module, ``registry.list_versions``, TensorFlow Serving) sees it as
+  incomplete, so a half-removed version is neither served nor counted among the
+  ``keep`` newest.
+
+Names written before staging folders recorded a time (``.staging-<uuid hex>``)
+have no known age. This release never writes them, so one can only belong to an
+export run by an older release: ``sweep_untimed=True`` (the default, and the old
+rule) removes them; pass ``sweep_untimed=False`` while older exporters may still
+be running against the same base.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from export_core.errors import ExportValidationError
+from export_core.storage.backend import (
+    CLAIMS_DIR,
+    LAST_FILES,
+    MANIFEST_FILE,
+    STAGING_PREFIX,
+    Destination,
+    claim_created,
+    staging_created,
+    storage_error,
+)
+
+# Far longer than a slow export takes from creating its staging folder to
+# removing it (or from claiming a version to writing its manifest).
+STALE_AFTER = 6 * 60 * 60.0
+
+Seconds = float | dt.timedelta
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What one retention run removed."""
+
+    pruned: tuple[int, ...]
+    swept: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, list]:
+        return {"pruned": list(self.pruned), "swept": list(self.swept)}
+
+
+def collect_garbage(
+    dest: Destination, keep: int, *, sweep: bool = True, older_than: Seconds = STALE_AFTER
+) -> Collected:
+    """Prunes versions beyond the newest ``keep``, then sweeps abandoned staging.
+
+    Args:
+        dest: The base holding the versions.
+        keep: How many of the newest complete versions to keep (>= 1).
+        sweep: Also run ``sweep_staging``.
+        older_than: The age (seconds or a timedelta) from which staging folders and
+            claims count as abandoned; see ``sweep_staging``.
+
+    Returns:
+        The pruned versions and swept names.
+
+    Raises:
+        ExportValidationError: ``keep`` < 1 or ``older_than`` < 0.
+        StorageError: The backend failed other than by a path having vanished.
+    """
+    pruned = prune_versions(dest, keep, older_than=older_than)
+    swept = sweep_staging(dest, older_than=older_than) if sweep else []
+    return Collected(tuple(pruned), tuple(swept))
+
+
+def prune_versions(
+    dest: Destination, keep: int, protect: int | None = None, *, older_than: Seconds = STALE_AFTER
+) -> list[int]:
+    """Removes the oldest complete versions beyond the newest ``keep``.
+
+    Only integer folders holding ``saved_model.pb`` (or ``.pbtxt``) and the
+    manifest count and can go; anything else (staging, half-written or foreign
+    folders) is never touched, nor is ``protect``. A folder with the proto but no
+    manifest, as tools older than the manifest wrote them, counts as complete only
+    when its name, read as the unix seconds ``claim_version`` took it from, is at
+    least ``older_than`` old: a publish that recent may still be writing.
+
+    Args:
+        dest: The base holding the versions.
+        keep: How many of the newest complete versions to keep (>= 1).
+        protect: A version never to remove (the one just published).
+        older_than: See above; seconds or a timedelta.
+
+    Returns:
+        The removed versions, oldest first (removed by this call, or concurrently
+        by another run).
+
+    Raises:
+        ExportValidationError: ``keep`` < 1 or ``older_than`` < 0.
+        StorageError: The backend failed other than by a path having vanished.
+    """
+    if keep < 1:
+        raise ExportValidationError(f"keep_versions must be >= 1, got {keep}.")
+    cutoff = time.time() - _seconds(older_than)
+    versions = sorted(int(name) for name, _path in _list(dest, dest.path) if name.isdigit())
+    complete = [v for v in versions if _is_complete(dest, v, cutoff)]
+    doomed = [v for v in complete[: max(0, len(complete) - keep)] if v != protect]
+    for version in doomed:
+        _remove_version(dest, version)
+    return doomed
+
+
+def sweep_staging(
+    dest: Destination, *, older_than: Seconds = STALE_AFTER, sweep_untimed: bool = True
+) -> list[str]:
+    """Removes staging folders and claim markers that exports abandoned.
+
+    Only names this package creates are touched: ``.staging-*`` folders directly
+    under the base and markers in ``.claims/``, each only when the time recorded
+    in its name (staging) or content (claim) is at least ``older_than`` old. Safe
+    to run while exports to the same base are in progress.
+
+    Args:
+        dest: The base to sweep.
+        older_than: Seconds (or a timedelta) from which a folder or claim counts as
+            abandoned; 0 removes every one made up to now (e.g. right after the
+            exports that used the base were killed).
+        sweep_untimed: Also remove staging folders and claims that record no time
+            (written by an older release; see the module docstring).
+
+    Returns:
+        The removed names: ``.staging-…`` and ``.claims/<version>``.
+
+    Raises:
+        ExportValidationError: ``older_than`` < 0.
+        StorageError: The backend failed other than by a path having vanished.
+    """
+    cutoff = time.time() - _seconds(older_than)
+    removed = []
+    for name, path in _list(dest, dest.path):
+        if name.startswith(STAGING_PREFIX):
+            if _abandoned(staging_created(name), cutoff, sweep_untimed):
+                _remove(dest, path, recursive=True)
+                removed.append(name)
+        elif name == CLAIMS_DIR:
+            removed += _sweep_claims(dest, path, cutoff, sweep_untimed)
+    return removed
+
+
+def _sweep_claims(dest: Destination, folder: str, cutoff: float, untimed: bool) -> list[str]:
+    removed = []
+    for name, path in _list(dest, folder):
+        content = _read(dest, path)
+        if content is None:  # the publish finished, or another sweep came first
+            continue
+        if _abandoned(claim_created(name, content), cutoff, untimed):
+            _remove(dest, path)
+            removed.append(f"{CLAIMS_DIR}/{name}")
+    return removed
+
+
+def _abandoned(created: float | None, cutoff: float, untimed: bool) -> bool:
+    return untimed if created is None else created <= cutoff
+
+
+def _is_complete(dest: Destination, version: int, cutoff: float) -> bool:
+    names = {name for name, _path in _list(dest, dest.join(str(version)))}
+    if not names.intersection(LAST_FILES):
+        return False
+    return MANIFEST_FILE in names or version <= cutoff
+
+
+def _remove_version(dest: Destination, version: int) -> None:
+    folder = dest.join(str(version))
+    # The reverse of publish order (module docstring): incomplete from the first rm on.
+    for name in (MANIFEST_FILE, *LAST_FILES):
+        _remove(dest, f"{folder}/{name}")
+    _remove(dest, folder, recursive=True)
+
+
+def _seconds(older_than: Any) -> float:
+    if isinstance(older_than, dt.timedelta):
+        older_than = older_than.total_seconds()
+    if isinstance(older_than, bool) or not isinstance(older_than, int | float) or older_than < 0:
+        raise ExportValidationError(
+            f"older_than must be a number of seconds >= 0 or a timedelta, got {older_than!r}; "
+            "e.g. older_than=6 * 3600, or 0 right after every export to the base was stopped."
+        )
+    return float(older_than)
+
+
+def _list(dest: Destination, path: str) -> list[tuple[str, str]]:
+    """``(name, path)`` of the entries of ``path``; none when it is gone."""
+    dest.fs.invalidate_cache(path)  # other processes write here: never trust a cached listing
+    try:
+        entries = dest.fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+        raise storage_error(f"Listing '{dest.uri_of(path)}' failed", exc) from exc
+    return [(entry.rstrip("/").rsplit("/", 1)[-1], entry.rstrip("/")) for entry in entries]
+
+
+def _read(dest: Destination, path: str) -> bytes | None:
+    try:
+        return dest.fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+        raise storage_error(f"Reading '{dest.uri_of(path)}' failed", exc) from exc
+
+
+def _remove(dest: Destination, path: str, recursive: bool = False) -> None:
+    try:
+        if dest.is_local:
+            _remove_local(path)
+        else:
+            dest.fs.rm(path, recursive=recursive)
+    except FileNotFoundError:
+        return  # another run removed it first: the outcome we wanted
+    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+        raise storage_error(f"Removing '{dest.uri_of(path)}' failed", exc) from exc
+
+
+def _remove_local(path: str) -> None:
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.remove(path)
+    elif sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=_skip_vanished)
+    else:
+        shutil.rmtree(path, onerror=lambda func, p, info: _skip_vanished(func, p, info[1]))
+
+
+def _skip_vanished(_func: Any, _path: str, exc: BaseException) -> None:
+    # Two runs taking the same tree apart: each skips what the other removed first,
+    # and carries on, so neither stops half-way.
+    if not isinstance(exc, FileNotFoundError):
+        raise exc
