@@ -7,7 +7,9 @@ validate → clone-per-mode → trace → write-checkpoint → write-proto → v
 from __future__ import annotations
 
 import gc
+import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from export_core.trace import trace_modes
 from export_core.validate import validate_export
 from export_core.verify import FULL, ParityReport
 from export_core.write import write_checkpoint, write_proto
+
+log = logging.getLogger(__name__)
 
 RELEASE_THRESHOLD = 32 * 2**20
 
@@ -63,6 +67,8 @@ class ExportResult:
         modes: The modes exported, e.g. ``("serve", "train", "eval")``.
         parity: The verify-reload report, or None when verification was switched off.
         seconds: Wall time per step.
+        warnings: What went wrong after the version became visible (retention):
+            the version is published all the same.
     """
 
     path: str
@@ -70,6 +76,7 @@ class ExportResult:
     modes: tuple[str, ...]
     parity: ParityReport | None
     seconds: Mapping[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 def export_saved_model(
@@ -146,6 +153,7 @@ def run_export(
     keep_versions: int | None = None,
     source: Mapping[str, Any] | None = None,
     modes: Sequence[str] | None = None,
+    build_id: str | None = None,
 ) -> ExportResult:
     """``export_saved_model`` returning the full ``ExportResult``.
 
@@ -154,7 +162,8 @@ def run_export(
     ``verify="full"`` loads every MetaGraph with both loaders (see ``verify``).
     ``keep_versions`` prunes the oldest complete versions beyond that many after a
     successful publish; ``source`` (e.g. ``{"uri": ..., "sha256": ...}``) goes into
-    the manifest.
+    the manifest, and so does ``build_id`` (default: a new random id), which names
+    this export in its claim and manifest.
     """
     if verify not in (True, False, FULL):
         raise ExportValidationError(f"verify must be True, False or {FULL!r}, received {verify!r}.")
@@ -204,10 +213,15 @@ def run_export(
             upload = pool.submit(pipeline.stage_build, build_dir, plan, source)
             draft, staging, parity = pipeline.stage_while_verifying(upload, verify_step, plan)
         lap("stage")  # what the upload took beyond verification (they overlap)
-        published, _pruned = pipeline.publish_version(
-            build_dir, staging, plan, draft, parity, keep_versions
+        outcome = pipeline.publish_version(
+            build_dir, staging, plan, draft, parity, keep_versions, build_id or uuid.uuid4().hex
         )
+        for warning in outcome.warnings:
+            log.warning("%s", warning)
         lap("publish")
     finally:
         storage.cleanup(build_dir, dest, staging)
-    return ExportResult(published.path, published.version, plan.modes, parity, lap.seconds)
+    published = outcome.published
+    return ExportResult(
+        published.path, published.version, plan.modes, parity, lap.seconds, outcome.warnings
+    )

@@ -11,6 +11,7 @@ manifest last, and applies retention.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -21,6 +22,7 @@ import keras
 from export_core import constants as c
 from export_core import manifest as mf
 from export_core import storage
+from export_core.errors import ExportError
 from export_core.golden import write_golden
 from export_core.validate import ExportPlan
 from export_core.verify import ParityReport, golden_for, verify_reload
@@ -122,6 +124,21 @@ def _discard_staged(
     storage.cleanup_staging(dest, staging)
 
 
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What publish did: the version, the versions pruned, and problems after publishing.
+
+    A failure once the version is visible (retention, and in the flow the event
+    and the artifact) does not undo the publish: it is a warning here, and the
+    export still reports ``published``.
+    """
+
+    published: storage.Published
+    pruned: list[int]
+    warnings: tuple[str, ...] = ()
+    reused: bool = False  # a retry found this build already published
+
+
 def publish_version(
     build_dir: str,
     staging: str | None,
@@ -129,13 +146,50 @@ def publish_version(
     draft: mf.Manifest,
     parity: ParityReport | None,
     keep_versions: int | None = None,
-) -> tuple[storage.Published, list[int]]:
-    """Writes the final manifest, makes the version visible, prunes old versions."""
-    final = dataclasses.replace(draft, parity=parity.to_dict() if parity else None)
-    mf.write_manifest(build_dir, final)
+    build_id: str | None = None,
+    retried: bool = False,
+) -> Outcome:
+    """Writes the final manifest, makes the version visible, prunes old versions.
+
+    ``build_id`` names this export (stable across retries of one Prefect run); it is
+    recorded in the claim and the manifest. A retried publish (``retried``, e.g. a
+    Prefect task or flow run on its second attempt) that finds a complete version
+    with its own build id returns that version instead of publishing a second copy;
+    a first attempt skips the search (it reads one manifest per version).
+    """
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
-    published = storage.publish(build_dir, dest, plan.timestamped, staging)
+    if retried and build_id and plan.timestamped:
+        version = find_published_build(dest, build_id)
+        if version is not None:
+            published = storage.Published(dest.child_uri(str(version)), version)
+            return Outcome(published, [], reused=True)
+    extra = {**dict(draft.extra), **({"build_id": build_id} if build_id else {})}
+    final = dataclasses.replace(draft, parity=parity.to_dict() if parity else None, extra=extra)
+    mf.write_manifest(build_dir, final)
+    published = storage.publish(build_dir, dest, plan.timestamped, staging, build_id)
     pruned: list[int] = []
+    warnings: list[str] = []
     if keep_versions and plan.timestamped:
-        pruned = storage.prune_versions(dest, keep_versions, protect=published.version)
-    return published, pruned
+        try:
+            pruned = storage.prune_versions(dest, keep_versions, protect=published.version)
+        except ExportError as exc:  # the new version is visible and complete
+            warnings.append(
+                f"Version {published.version} is published, but retention failed: {exc}"
+            )
+    return Outcome(published, pruned, tuple(warnings))
+
+
+def find_published_build(dest: storage.Destination, build_id: str) -> int | None:
+    """The complete version whose manifest records ``build_id``, newest first."""
+    dest.fs.invalidate_cache(dest.path)
+    for version in sorted(dest.versions(), reverse=True):
+        try:
+            data = dest.fs.cat_file(dest.join(str(version), c.MANIFEST))
+        except FileNotFoundError:
+            continue  # incomplete (or being pruned): not a publish to reuse
+        try:
+            if json.loads(data).get("build_id") == build_id:
+                return version
+        except ValueError:
+            continue
+    return None

@@ -94,8 +94,10 @@ def export_keras_model(
             (default: ``credentials``).
 
     Returns:
-        ``path``, ``version``, ``modes``, ``tags``, ``signatures``, ``files``,
-        ``parity``, ``pruned`` and ``seconds`` per step.
+        ``published`` (True), ``path``, ``version``, ``modes``, ``tags``,
+        ``signatures``, ``files``, ``parity``, ``pruned``, ``seconds`` per step, and
+        ``warnings``: what failed after the version became visible (retention, the
+        artifact, the event), which does not fail the run.
     """
     logger = get_run_logger()
     lap = StepClock()
@@ -157,14 +159,17 @@ def export_keras_model(
         )
         logger.info("Staged %d files (%d bytes)", len(draft.files), _size(draft))
         lap("stage")
-        published, pruned = steps.publish(
-            build_dir, staging, plan, draft, parity, keep_versions, access
+        outcome = steps.publish(
+            build_dir, staging, plan, draft, parity, keep_versions, access, build_id()
         )
         lap("publish")
     finally:
-        steps.discard(build_dir, plan, access, staging)
+        # A plain call, not a task: it must run even while the run is interrupted.
+        steps.discard.fn(build_dir, plan, access, staging)
+    published = outcome.published
     logger.info("Published %s (modes %s)", published.path, ", ".join(plan.modes))
     result = {
+        "published": True,
         "path": published.path,
         "version": published.version,
         "modes": list(plan.modes),
@@ -172,14 +177,38 @@ def export_keras_model(
         "signatures": {key: sig for m in draft.meta_graphs for key, sig in m["signatures"].items()},
         "files": {k: dict(v) for k, v in draft.files.items()},
         "parity": parity.to_dict(),
-        "pruned": pruned,
+        "pruned": outcome.pruned,
         "seconds": lap.seconds,
+        "warnings": list(outcome.warnings),
     }
-    create_markdown_artifact(
-        key="keras-export", markdown=summary_markdown(result), description="SavedModel export"
-    )
-    emit_published_event(result, source)
+    announce(result, source, logger)
     return result
+
+
+def build_id() -> str:
+    """This export's id: the flow run's, so every retry of the run (and of its publish
+    task) is the same build; a new run is a new build."""
+    from prefect.runtime import flow_run
+
+    return f"flow-run-{flow_run.id}"
+
+
+def announce(result: dict, source: dict, logger: Any) -> None:
+    """The artifact and the event. The version is already visible: a failure here is
+    a warning in the result and the logs, not a failed (and retried) export."""
+    steps_after = (
+        ("artifact", lambda: create_markdown_artifact(
+            key="keras-export", markdown=summary_markdown(result), description="SavedModel export"
+        )),
+        ("event", lambda: emit_published_event(result, source)),
+    )  # fmt: skip
+    for what, step in steps_after:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - any failure here must not fail the export
+            warning = f"Version {result['version']} is published, but its {what} failed: {exc}"
+            result["warnings"].append(warning)
+            logger.warning("%s", warning)
 
 
 def warn_about_secrets(logger: Any, storage_options: Any) -> None:
@@ -256,9 +285,12 @@ def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) 
     options, source_options = access.storage_options(), source_access.storage_options()
     uri = spec.pop("model")
     model = sources.load_keras_source(uri, objects, source_options)
+    from prefect.runtime import task_run
+
     result = run_export(
         model,
         spec.pop("destination"),
+        build_id=f"task-run-{task_run.id}",
         custom_objects=objects,
         input_signature=sources.signature_from_json(spec.pop("input_signature", None)),
         sample_inputs=sources.load_sample_inputs(spec.pop("sample_inputs", None), source_options),
@@ -266,7 +298,12 @@ def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) 
         storage_options=options,
         **spec,
     )
-    return {"model": uri, "path": result.path, "version": result.version}
+    return {
+        "model": uri,
+        "path": result.path,
+        "version": result.version,
+        "warnings": list(result.warnings),
+    }
 
 
 def batch_access(spec: dict, credentials: Any, source_credentials: Any):

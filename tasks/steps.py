@@ -127,13 +127,32 @@ def publish(
     parity: ParityReport,
     keep_versions: int | None,
     access: StorageAccess,
-) -> tuple[storage.Published, list[int]]:
+    build_id: str | None = None,
+) -> pipeline.Outcome:
+    """Publishes once per build: a retry (of this task or of the flow run) that finds
+    its build already published returns that version; later problems are warnings."""
+    from prefect.runtime import flow_run, task_run
+
+    retried = (task_run.run_count or 1) > 1 or (flow_run.run_count or 1) > 1
     try:
-        return pipeline.publish_version(
-            build_dir, staging, with_storage(plan, access), draft, parity, keep_versions
+        outcome = pipeline.publish_version(
+            build_dir,
+            staging,
+            with_storage(plan, access),
+            draft,
+            parity,
+            keep_versions,
+            build_id,
+            retried,
         )
     except ExportError as exc:
         raise naming_credentials(exc, access) from exc
+    logger = get_run_logger()
+    if outcome.reused:
+        logger.info("Build %s was already published as %s", build_id, outcome.published.path)
+    for warning in outcome.warnings:
+        logger.warning("%s", warning)
+    return outcome
 
 
 @task(name="discard", cache_policy=NO_CACHE)

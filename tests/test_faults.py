@@ -21,6 +21,7 @@ class FlakyFileSystem(MemoryFileSystem):
     fail_put_after: int | None = None
     fail_copy_after: int | None = None
     corrupt_data = False  # flip one byte of every checkpoint shard it stores
+    fail_rm = False  # every delete fails (a store that refuses deletes)
     puts = copies = 0
 
     @classmethod
@@ -30,9 +31,11 @@ class FlakyFileSystem(MemoryFileSystem):
         return MemoryFileSystem._strip_protocol(path)
 
     @classmethod
-    def reset(cls, put: int | None = None, copy: int | None = None, corrupt=False) -> None:
+    def reset(
+        cls, put: int | None = None, copy: int | None = None, corrupt=False, rm=False
+    ) -> None:
         cls.fail_put_after, cls.fail_copy_after, cls.puts, cls.copies = put, copy, 0, 0
-        cls.corrupt_data = corrupt
+        cls.corrupt_data, cls.fail_rm = corrupt, rm
 
     def put_file(self, lpath, rpath, *args, **kwargs):
         type(self).puts += 1
@@ -43,6 +46,11 @@ class FlakyFileSystem(MemoryFileSystem):
             data[len(data) // 2] ^= 0x01  # silent corruption in transit
             return self.pipe_file(rpath, bytes(data))
         return super().put_file(lpath, rpath, *args, **kwargs)
+
+    def rm(self, path, *args, **kwargs):
+        if self.fail_rm and "/registry/1" in str(path):
+            raise PermissionError("AccessDenied: deletes are not allowed (injected)")
+        return super().rm(path, *args, **kwargs)
 
     def cp_file(self, path1, path2, **kwargs):
         type(self).copies += 1
@@ -55,6 +63,7 @@ class FlakyFileSystem(MemoryFileSystem):
 def flaky():
     fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
     FlakyFileSystem.store.clear()
+    FlakyFileSystem.pseudo_dirs[:] = [""]  # folders left by an earlier test
     FlakyFileSystem.reset()
     yield FlakyFileSystem
     FlakyFileSystem.reset()
@@ -77,6 +86,38 @@ def test_fault_part_way_publishes_nothing_and_a_rerun_succeeds(flaky, fault):
     versions = {p.split("/")[2] for p in fs.find("/registry")}
     assert versions == {"1000", version}
     assert fs.exists(f"/registry/{version}/export_manifest.json")
+
+
+def test_retention_failing_after_publish_is_a_warning_not_a_failure(flaky):
+    fs = fsspec.filesystem("flaky")
+    for version in (1000, 1001):
+        fs.pipe(f"/registry/{version}/saved_model.pb", b"old")
+        fs.pipe(f"/registry/{version}/export_manifest.json", b"{}")
+    flaky.reset(rm=True)
+    result = export_core.run_export(
+        models.functional_regressor(), "flaky://registry", keep_versions=1
+    )
+    assert fs.exists(f"/registry/{result.version}/export_manifest.json"), "published"
+    assert len(result.warnings) == 1 and "retention failed" in result.warnings[0]
+    assert "AccessDenied" in result.warnings[0]
+
+
+def test_a_retried_publish_of_the_same_build_returns_its_version(flaky):
+    from export_core import pipeline, storage
+    from export_core.validate import validate_export
+
+    model = models.functional_regressor()
+    first = export_core.run_export(model, "flaky://registry", build_id="build-42")
+    fs = fsspec.filesystem("flaky")
+    assert b'"build_id": "build-42"' in fs.cat(f"/registry/{first.version}/export_manifest.json")
+    plan = validate_export(model, "flaky://registry")
+    dest = storage.Destination.parse("flaky://registry")
+    again = pipeline.publish_version(
+        "/nonexistent-build", None, plan, None, None, build_id="build-42", retried=True
+    )
+    assert again.reused and again.published.version == first.version
+    assert storage.Destination.parse("flaky://registry").versions() == [first.version]
+    assert pipeline.find_published_build(dest, "another-build") is None
 
 
 def test_bytes_corrupted_in_transit_are_caught_and_nothing_is_published(flaky):

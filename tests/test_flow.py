@@ -329,3 +329,29 @@ def test_flow_publishes_a_text_classifier_to_s3_with_string_golden_data(
     expected = model.predict(tf.constant(golden.inputs["text"]), verbose=0)
     assert_allclose(served, expected, atol=1e-5)
     assert_allclose(golden.outputs["score"], expected, atol=1e-5)
+
+
+def test_flow_retry_after_publish_reuses_the_version_instead_of_a_second_copy(
+    prefect_api, tmp_path, monkeypatch
+):
+    """The run fails once after publishing; Prefect retries it; one version exists."""
+    from keras_export.flows import export as flow_module
+
+    real_announce, calls = flow_module.announce, []
+
+    def announce_failing_once(result, source, logger):
+        calls.append(result["version"])
+        if len(calls) == 1:
+            raise ConnectionError("lost the API after publishing (injected)")
+        real_announce(result, source, logger)
+
+    monkeypatch.setattr(flow_module, "announce", announce_failing_once)
+    registry = tmp_path / "registry"
+    state = flow_module.export_keras_model.with_options(retries=1, retry_delay_seconds=0)(
+        model=models.functional_regressor(), destination=str(registry), return_state=True
+    )
+    result = state.result()
+    assert len(calls) == 2 and calls[0] == calls[1] == result["version"]
+    assert sorted(os.listdir(registry)) == [str(result["version"])]
+    logs = run_logs(state.state_details.flow_run_id, wait_for="was already published")
+    assert "was already published" in logs

@@ -173,10 +173,12 @@ def staging_created(name: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def claim_record(version: int, now: float | None = None) -> bytes:
-    """The content of a claim marker: JSON with the version and its creation time."""
+def claim_record(version: int, now: float | None = None, build_id: str | None = None) -> bytes:
+    """The content of a claim marker: JSON with the version, its creation time, the build."""
     created = int(time.time() if now is None else now)
     record = {"version": version, "created": created, "token": uuid.uuid4().hex}
+    if build_id:
+        record["build_id"] = build_id
     return json.dumps(record, sort_keys=True).encode()
 
 

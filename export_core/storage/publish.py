@@ -123,11 +123,16 @@ def _remote_staging(dest: Destination, timestamped: bool) -> str:
 
 
 def publish(
-    build_dir: str, dest: Destination, timestamped: bool, staging: str | None = None
+    build_dir: str,
+    dest: Destination,
+    timestamped: bool,
+    staging: str | None = None,
+    build_id: str | None = None,
 ) -> Published:
     """Makes a finished, verified build visible at the destination.
 
-    The manifest (if the build has one) is the last file to appear.
+    The manifest (if the build has one) is the last file to appear. ``build_id`` is
+    recorded in the claim marker (object stores), as in the manifest.
 
     Raises:
         VersionExistsError: ``timestamped=False`` and the folder filled up meanwhile.
@@ -137,7 +142,7 @@ def publish(
         return _publish_local(build_dir, dest, timestamped)
     if staging is None:
         staging = stage(build_dir, dest, timestamped)
-    return _publish_remote(build_dir, dest, timestamped, staging)
+    return _publish_remote(build_dir, dest, timestamped, staging, build_id)
 
 
 def cleanup(build_dir: str, dest: Destination, staging: str | None) -> None:
@@ -151,7 +156,7 @@ def cleanup_staging(dest: Destination, staging: str) -> None:
     quiet_rm(dest.fs, [staging], recursive=True)
 
 
-def claim_version(dest: Destination, start: int | None = None) -> int:
+def claim_version(dest: Destination, start: int | None = None, build_id: str | None = None) -> int:
     """Claims the first free integer version >= ``start``.
 
     The default start is now, in seconds, or one above the newest version folder
@@ -169,7 +174,7 @@ def claim_version(dest: Destination, start: int | None = None) -> int:
     """
     version = _default_start(dest) if start is None else start
     for _ in range(10_000):
-        if _try_claim(dest, version):
+        if _try_claim(dest, version, build_id):
             return version
         version += 1
     raise StorageError(f"Could not claim a free version folder under '{dest.uri}'.")
@@ -180,7 +185,7 @@ def _default_start(dest: Destination) -> int:
     return max([int(time.time()), *(v + 1 for v in dest.versions())])
 
 
-def _try_claim(dest: Destination, version: int) -> bool:
+def _try_claim(dest: Destination, version: int, build_id: str | None = None) -> bool:
     target = dest.join(str(version))
     if dest.is_local:
         try:
@@ -192,7 +197,7 @@ def _try_claim(dest: Destination, version: int) -> bool:
         return False
     # The marker records when it was made: sweep_staging removes only old ones.
     marker = dest.join(CLAIMS_DIR, str(version))
-    if not create_if_absent(dest.fs, marker, claim_record(version)):
+    if not create_if_absent(dest.fs, marker, claim_record(version, build_id=build_id)):
         return False
     return not dest.fs.exists(target)
 
@@ -217,14 +222,14 @@ def _publish_local(build_dir: str, dest: Destination, timestamped: bool) -> Publ
 
 
 def _publish_remote(
-    build_dir: str, dest: Destination, timestamped: bool, staging: str
+    build_dir: str, dest: Destination, timestamped: bool, staging: str, build_id: str | None
 ) -> Published:
     files = ordered_files(build_dir)
     version = None
     written: list[str] = []
     try:
         if timestamped:
-            version = claim_version(dest)
+            version = claim_version(dest, build_id=build_id)
             target = dest.join(str(version))
         else:
             dest.require_empty()
