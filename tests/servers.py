@@ -118,16 +118,20 @@ class AuthS3Server(_ProcessServer):
     every request's signature against its IAM store, as AWS does.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, auth: bool = True) -> None:
         import sys
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         self._process: subprocess.Popen | None = None
+        self.auth = auth  # False: moto in its own process, accepting any keys (load tests)
+
+    def storage_options(self) -> dict:
+        return {"key": "testing", "secret": "testing", "endpoint_url": self.url}
 
     def start(self) -> AuthS3Server:
-        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0") if self.auth else dict(os.environ)
         self._process = subprocess.Popen(
             self._cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
