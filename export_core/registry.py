@@ -37,10 +37,19 @@ class VersionInfo:
         return asdict(self)
 
 
-def list_versions(base: str, storage_options: Mapping[str, Any] | None = None) -> list[VersionInfo]:
-    """Every integer version under ``base``, oldest first, with its status."""
+def list_versions(
+    base: str, storage_options: Mapping[str, Any] | None = None, *, missing_ok: bool = False
+) -> list[VersionInfo]:
+    """Every integer version under ``base``, oldest first, with its status.
+
+    Raises:
+        ExportValidationError: ``base`` is not a base of versions (see ``require_base``);
+            a base that does not exist yet is an empty list with ``missing_ok``.
+    """
     dest = storage.Destination.parse(base, storage_options)
     dest.check_reachable()
+    if missing_ok and not dest.fs.exists(dest.path):
+        return []
     require_base(dest, base)
     infos = []
     for version in dest.versions():

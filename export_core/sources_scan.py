@@ -36,8 +36,6 @@ def newest_published_sha256(
     destination: str, storage_options: Mapping[str, Any] | None = None
 ) -> str | None:
     """The source sha256 recorded by the newest complete version, if any."""
-    try:
-        versions = [v for v in list_versions(destination, storage_options) if v.complete]
-    except FileNotFoundError:
-        return None
+    listed = list_versions(destination, storage_options, missing_ok=True)
+    versions = [v for v in listed if v.complete]
     return versions[-1].source_sha256 if versions else None

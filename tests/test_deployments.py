@@ -199,3 +199,130 @@ def test_prefect_yaml_deploys_both_deployments(server, tmp_path):
     assert mine and mine[0]["trigger"]["expect"] == ["training.run.completed"]
     parameters = mine[0]["actions"][0]["parameters"]
     assert parameters["model"] == "{{ event.payload.model_uri }}"
+
+
+def test_kubernetes_work_pool_deployments_register(server, tmp_path):
+    """prefect-k8s.yaml registers on a kubernetes pool (no cluster: no pod is run)."""
+    env, api, _ = server
+    deploy_env = {
+        **env,
+        "KERAS_EXPORT_IMAGE": "registry.example.com/keras-export:test",
+        "KERAS_EXPORT_SOURCE_PREFIX": "s3://ml/runs",
+        "KERAS_EXPORT_DESTINATION": "s3://registry/churn",
+    }
+    created = subprocess.run(
+        [PREFECT, "work-pool", "create", "keras-export-k8s", "--type", "kubernetes"],
+        env=deploy_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
+    done = subprocess.run(
+        [
+            PREFECT,
+            "--no-prompt",
+            "deploy",
+            "--all",
+            "--prefect-file",
+            "deployments/prefect-k8s.yaml",
+        ],
+        env=deploy_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pool = api.get("/work_pools/keras-export-k8s").json()
+    assert pool["type"] == "kubernetes"
+    scheduled = deployment(api, "export-newest-model", "scheduled-export-k8s")
+    assert scheduled["work_pool_name"] == "keras-export-k8s"
+    assert scheduled["job_variables"]["image"] == "registry.example.com/keras-export:test"
+    assert scheduled["parameters"]["credentials"] == "aws-credentials/registry-writer"
+    assert deployment(api, "export-keras-model", "on-training-completed-k8s")["work_pool_name"] == (
+        "keras-export-k8s"
+    )
+    with open(os.path.join(ROOT, "deployments", "Dockerfile")) as handle:
+        dockerfile = handle.read()
+    assert "WORKDIR /opt/keras-export" in dockerfile and '".[cpu,aws,gcp]"' in dockerfile
+
+
+DASK_DRIVER = """
+import json, sys
+from prefect_dask import DaskTaskRunner
+from keras_export.flows import export_keras_models
+address, specs = sys.argv[1], json.loads(sys.argv[2])
+runner = DaskTaskRunner(address=address)
+print(json.dumps(export_keras_models.with_options(task_runner=runner)(exports=specs)))
+"""
+
+
+def test_batch_export_scales_out_on_a_real_dask_cluster(server, s3_server, tmp_path):
+    """A dask scheduler and two worker processes, four exports to the S3 server."""
+    import json
+    import uuid
+
+    import fsspec
+
+    env, _api, _ = server
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    cluster_env = {**env, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    processes = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=cluster_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        for _ in range(2):
+            processes.append(
+                subprocess.Popen(
+                    [dask, "worker", address, "--nworkers", "1", "--nthreads", "1"],
+                    env=cluster_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        options = s3_server.storage_options()
+        bucket = f"dask{uuid.uuid4().hex[:10]}"
+        fsspec.AbstractFileSystem.clear_instance_cache()
+        fs, _ = fsspec.core.url_to_fs(f"s3://{bucket}", **options)
+        fs.mkdir(bucket)
+        specs, trained = [], []
+        for i in range(4):
+            model = models.functional_regressor()
+            model.save(tmp_path / f"m{i}.keras")
+            trained.append(model)
+            base = f"s3://{bucket}/registry/m{i}"
+            specs.append({"model": str(tmp_path / f"m{i}.keras"), "destination": base,
+                          "storage_options": options, "serving_only": True})  # fmt: skip
+        run = subprocess.run(
+            [sys.executable, "-c", DASK_DRIVER, address, json.dumps(specs)],
+            env=cluster_env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=ROOT,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        summary = json.loads(run.stdout.strip().splitlines()[-1])
+        assert summary["succeeded"] == 4 and summary["failed"] == 0, summary
+        x, _ = models.regression_batch()
+        for i, result in enumerate(summary["results"]):
+            local = tmp_path / f"landed{i}"
+            prefix = result["path"].removeprefix("s3://") + "/"
+            remote = fs.find(prefix)
+            fs.get(remote, [str(local / r[len(prefix) :]) for r in remote])
+            served = models.tf1_predict(str(local), {"features": x})["prediction"]
+            assert_allclose(served, trained[i].predict(x, verbose=0), atol=1e-5)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
