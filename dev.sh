@@ -13,11 +13,15 @@ setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
-  # Reinstall only when pyproject.toml changed since the last successful install.
-  stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  # Reinstall only when pyproject.toml or this script changed since the last install.
+  stamp="$VENV/.installed-$(cat pyproject.toml dev.sh | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e '.[test]'
+    # TF Serving's config protos for tests/test_serving_config.py. --no-deps: the wheel
+    # requires the full `tensorflow`, which would install over tensorflow-cpu; the
+    # grpcio and protobuf it needs come with TensorFlow already.
+    "$VENV/bin/python" -m pip install -q --no-deps 'tensorflow-serving-api==2.21.*'
     rm -f "$VENV"/.installed-* && touch "$stamp"
   fi
 }

@@ -24,9 +24,14 @@ from prefect.events import DeploymentEventTrigger
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_export.flows import export_keras_model, export_newest_model  # noqa: E402
+from keras_export.flows import (  # noqa: E402
+    export_keras_model,
+    export_newest_model,
+    promote_version,
+)
 
 TRAINING_COMPLETED = "training.run.completed"
+EVALUATION_PASSED = "model.evaluation.passed"
 
 
 def build_deployments(
@@ -35,7 +40,7 @@ def build_deployments(
     cron: str = "0 * * * *",
     credentials: str | None = None,
 ):
-    """The two deployments, configured with plain values.
+    """The three deployments, configured with plain values.
 
     ``credentials`` is a saved block's name (``"aws-credentials/registry-writer"``):
     the deployments store that name, never a secret, and every run loads the block.
@@ -63,7 +68,23 @@ def build_deployments(
         description="Export the model a finished training run announces.",
         tags=["keras-export"],
     )
-    return [scheduled, triggered]
+    promoter = promote_version.to_deployment(
+        name="on-evaluation-passed",
+        triggers=[
+            DeploymentEventTrigger(
+                expect={EVALUATION_PASSED},
+                parameters={
+                    "base": "{{ event.payload.base }}",
+                    "version": "{{ event.payload.version }}",
+                    "label": "{{ event.payload.label }}",
+                    **block,
+                },
+            )
+        ],
+        description="Move a label to a version that passed its evaluation.",
+        tags=["keras-export"],
+    )
+    return [scheduled, triggered, promoter]
 
 
 def main() -> None:

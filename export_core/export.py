@@ -20,10 +20,12 @@ import keras
 from export_core import pipeline, storage
 from export_core.clone import clone_per_mode
 from export_core.errors import ExportValidationError
+from export_core.lineage import check_metadata, collect_lineage
 from export_core.preflight import check_keep
 from export_core.trace import trace_modes
 from export_core.validate import validate_export
 from export_core.verify import FULL, ParityReport
+from export_core.warmup import write_warmup
 from export_core.write import write_checkpoint, write_proto
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,10 @@ def run_export(
     source: Mapping[str, Any] | None = None,
     modes: Sequence[str] | None = None,
     build_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    compare_label: str | None = None,
+    allow_breaking_signature: bool = False,
+    warmup: bool = False,
 ) -> ExportResult:
     """``export_saved_model`` returning the full ``ExportResult``.
 
@@ -163,11 +169,17 @@ def run_export(
     ``keep_versions`` prunes the oldest complete versions beyond that many after a
     successful publish; ``source`` (e.g. ``{"uri": ..., "sha256": ...}``) goes into
     the manifest, and so does ``build_id`` (default: a new random id), which names
-    this export in its claim and manifest.
+    this export in its claim and manifest. ``metadata`` (a JSON-able dict: training
+    metrics, dataset version...) goes into the manifest's lineage. Before publishing,
+    the serving signatures are compared with the version holding ``compare_label``
+    (default: the newest); breaking changes fail the export unless
+    ``allow_breaking_signature`` (see ``signature_gate``). ``warmup`` writes
+    ``assets.extra/tf_serving_warmup_requests`` from the golden inputs.
     """
     if verify not in (True, False, FULL):
         raise ExportValidationError(f"verify must be True, False or {FULL!r}, received {verify!r}.")
     keep_versions = check_keep(keep_versions)
+    metadata = check_metadata(metadata)
     lap = StepClock()
     plan = validate_export(
         model,
@@ -194,9 +206,13 @@ def run_export(
         write_checkpoint(traced, build_dir)
         lap("write_checkpoint")
         write_proto(traced, plan, build_dir)
-        if verify:
+        if verify or warmup:
             pipeline.write_golden_data(build_dir, model, plan, sample_inputs)
+        if warmup:
+            write_warmup(build_dir, plan.inputs)
         lap("write_proto")
+        diff = pipeline.gate_signatures(build_dir, plan, compare_label, allow_breaking_signature)
+        lap("signature_gate")
         clone_bytes = clones.nbytes()
         del clones, traced  # a weight copy per mode, graphs: freed before verify
         release_clones(clone_bytes)
@@ -213,8 +229,16 @@ def run_export(
             upload = pool.submit(pipeline.stage_build, build_dir, plan, source)
             draft, staging, parity = pipeline.stage_while_verifying(upload, verify_step, plan)
         lap("stage")  # what the upload took beyond verification (they overlap)
+        lineage = collect_lineage(source, metadata, diff.version if diff else None)
         outcome = pipeline.publish_version(
-            build_dir, staging, plan, draft, parity, keep_versions, build_id or uuid.uuid4().hex
+            build_dir,
+            staging,
+            plan,
+            draft,
+            parity,
+            keep_versions,
+            build_id or uuid.uuid4().hex,
+            lineage=lineage,
         )
         for warning in outcome.warnings:
             log.warning("%s", warning)

@@ -67,6 +67,28 @@ def write_golden_data(
     return write_golden(build_dir, golden_for(model, plan.inputs, sample_inputs))
 
 
+def gate_signatures(
+    build_dir: str, plan: ExportPlan, label: str | None = None, allow_breaking: bool = False
+):
+    """Compares the build's serving signatures with the version it replaces.
+
+    Returns the ``SignatureDiff`` (None for a first version or ``timestamped=False``).
+
+    Raises:
+        SignatureChangeError: Breaking changes and not ``allow_breaking``.
+    """
+    from export_core import signature_gate
+    from export_core.inspect import describe_saved_model
+
+    if not plan.timestamped:
+        return None
+    dest = storage.Destination.parse(plan.destination, plan.storage_options)
+    if not dest.fs.exists(dest.path):
+        return None
+    meta_graphs = describe_saved_model(build_dir)["meta_graphs"]
+    return signature_gate.check(dest, meta_graphs, label, allow_breaking, plan.storage_options)
+
+
 def verify_build(
     build_dir: str,
     model: keras.Model | None,
@@ -148,6 +170,7 @@ def publish_version(
     keep_versions: int | None = None,
     build_id: str | None = None,
     retried: bool = False,
+    lineage: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Writes the final manifest, makes the version visible, prunes old versions.
 
@@ -164,6 +187,8 @@ def publish_version(
             published = storage.Published(dest.child_uri(str(version)), version)
             return Outcome(published, [], reused=True)
     extra = {**dict(draft.extra), **({"build_id": build_id} if build_id else {})}
+    if lineage is not None:
+        extra["lineage"] = dict(lineage)
     final = dataclasses.replace(draft, parity=parity.to_dict() if parity else None, extra=extra)
     mf.write_manifest(build_dir, final)
     published = storage.publish(build_dir, dest, plan.timestamped, staging, build_id)

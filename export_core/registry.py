@@ -32,9 +32,13 @@ class VersionInfo:
     verified: bool
     created: str | None = None
     source_sha256: str | None = None
+    labels: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        return data
 
 
 def list_versions(
@@ -51,6 +55,7 @@ def list_versions(
     if missing_ok and not dest.fs.exists(dest.path):
         return []
     require_base(dest, base)
+    holders = _label_holders(base, storage_options)
     infos = []
     for version in dest.versions():
         folder = dest.join(str(version))
@@ -64,9 +69,23 @@ def list_versions(
                 verified=bool(manifest and manifest.get("parity")),
                 created=(manifest or {}).get("created"),
                 source_sha256=((manifest or {}).get("source") or {}).get("sha256"),
+                labels=tuple(sorted(holders.get(version, ()))),
+                metadata=((manifest or {}).get("lineage") or {}).get("metadata"),
             )
         )
     return infos
+
+
+def _label_holders(base: str, storage_options: Mapping[str, Any] | None) -> dict[int, list[str]]:
+    """Version -> the labels it holds (none when the base has no label document)."""
+    try:
+        from export_core import labels
+    except ImportError:
+        return {}
+    holders: dict[int, list[str]] = {}
+    for label, version in labels.read_labels(base, storage_options).labels.items():
+        holders.setdefault(int(version), []).append(label)
+    return holders
 
 
 def require_base(dest: storage.Destination, base: str) -> None:
@@ -108,6 +127,36 @@ def require_saved_model(local: str, path: str) -> None:
             f"{path} is not a SavedModel: it holds no saved_model.pb. Pass a version folder "
             "(keras-export versions BASE lists them)."
         )
+
+
+def diff_versions(
+    old: str, new: str, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Compares two versions' serving signatures (``keras-export diff``).
+
+    Returns the ``SignatureDiff`` as a dict when the new one is compatible.
+
+    Raises:
+        VerificationError: The new version breaks clients of the old one (the diff).
+    """
+    from export_core import signature_gate
+
+    signatures = [
+        signature_gate.serving_signatures(_meta_graphs(p, storage_options)) for p in (old, new)
+    ]
+    diff = signature_gate.compare(*signatures, reference=old)
+    if not diff.ok:
+        raise VerificationError(f"{new}: {diff.describe()}.")
+    return {"old": old, "new": new, **diff.to_dict()}
+
+
+def _meta_graphs(path: str, storage_options: Mapping[str, Any] | None) -> list[dict]:
+    """A version's MetaGraphs from its manifest (no TensorFlow), else from the proto."""
+    dest = storage.Destination.parse(path, storage_options)
+    manifest = _read_manifest(dest, dest.path)
+    if manifest and manifest.get("meta_graphs"):
+        return manifest["meta_graphs"]
+    return inspect_saved_model(path, storage_options)["meta_graphs"]
 
 
 def _read_manifest(dest: storage.Destination, folder: str) -> dict | None:

@@ -37,6 +37,7 @@ from export_core.signature import (
     synthesize_inputs,
 )
 from export_core.tf_private import parse_saved_model
+from export_core.warmup import check_warmup
 
 RTOL = ATOL = 1e-5
 THREADS = 2
@@ -98,6 +99,7 @@ def verify_reload(
         synthesized = sample_inputs is None
         samples = synthesize_inputs(inputs) if synthesized else sample_inputs
         feeds, expected = normalize_samples(inputs, samples), None
+    check_warmup(saved_model_dir, inputs)  # TF Serving's warm-up requests, when written
     n_graphs = len(parse_saved_model(saved_model_dir).meta_graphs)
     loads: dict[str, Callable[[], dict | None]] = {}
     for mode in modes:

@@ -14,11 +14,12 @@ import export_core  # noqa: F401
 
 _FLOWS = {
     "export_keras_model": "keras_export.flows.export",
-    "export_keras_models": "keras_export.flows.export",
+    "export_keras_models": "keras_export.flows.batch",
     "export_newest_model": "keras_export.flows.scheduled",
+    "promote_version": "keras_export.flows.promote",
 }
 
-__all__ = ["export_keras_model", "export_keras_models", "export_newest_model"]
+__all__ = ["export_keras_model", "export_keras_models", "export_newest_model", "promote_version"]
 
 
 def __getattr__(name: str) -> Any:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from keras_export.flows import cli_output as out
+from keras_export.flows import cli_registry
 from keras_export.flows.cli_output import EXIT_CODES, EXIT_OK, EXIT_USAGE, Progress
 
 
@@ -124,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--keep-versions", type=int, metavar="N")
     export.add_argument("--sample-inputs", metavar="NPZ", help="golden inputs for verification")
     export.add_argument("--full-verify", action="store_true", help=FULL_HELP)
+    export.add_argument("--metadata", metavar="JSON", help="a JSON object kept in the lineage")
+    export.add_argument(
+        "--compare-label", metavar="LABEL", help="stay compatible with this label's version"
+    )
+    export.add_argument(
+        "--allow-breaking-signature",
+        action="store_true",
+        help="publish even if the serving signatures break the compared version's clients",
+    )
+    export.add_argument("--warmup", action="store_true", help="write TF Serving warm-up requests")
     export.add_argument(
         "--no-timestamp",
         action="store_true",
@@ -140,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     versions = command("versions", help="list versions, newest last")
     versions.add_argument("base")
+    versions.add_argument(
+        "--field", metavar="NAME", help="show this metadata field per version (e.g. auc)"
+    )
+
+    diff = command("diff", help="compare two versions' serving signatures (exit 4 if breaking)")
+    diff.add_argument("old", help="the version clients use now (path or URI)")
+    diff.add_argument("new", help="the version that would replace it")
 
     gc = command("gc", help="remove old complete versions and stale staging")
     gc.add_argument("base")
@@ -154,12 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweep staging folders and claims older than this (by the time in their name; "
         "default 6 h, well above a slow export; 0 once an export is known dead)",
     )
+    cli_registry.add_commands(command)
     return parser
 
 
 def preflight(args) -> dict | None:
     """Every check that needs neither TensorFlow nor Prefect; returns the storage options."""
     from export_core import preflight as pf
+    from export_core.errors import ExportValidationError
 
     options = pf.check_storage_options(
         pf.parse_json(args.storage_options, "--storage-options"), "--storage-options"
@@ -169,6 +189,9 @@ def preflight(args) -> dict | None:
         pf.check_destination(args.dest)
         pf.check_signature_json(pf.parse_json(args.input_signature, "--input-signature"))
         pf.check_keep(args.keep_versions, "--keep-versions")
+        metadata = pf.parse_json(args.metadata, "--metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ExportValidationError("--metadata must be a JSON object, e.g. '{\"auc\": 0.9}'.")
         pf.check_sample_inputs_file(args.sample_inputs)
         if not args.credentials and pf.scheme_of(args.dest) != "file":
             # A store that does not answer fails here, in seconds, not after
@@ -207,6 +230,10 @@ def run_export_command(args, options: dict | None, stream) -> dict:
                 sample_inputs=args.sample_inputs,
                 timestamped=not args.no_timestamp,
                 full_verify=args.full_verify,
+                metadata=json.loads(args.metadata) if args.metadata else None,
+                compare_label=args.compare_label,
+                allow_breaking_signature=args.allow_breaking_signature,
+                warmup=args.warmup,
             )
         finally:
             bar.close()
@@ -225,6 +252,8 @@ def run_command(args, stream) -> Any:
         source = args.source_credentials or args.credentials
         source_options = storage_access(source, options).storage_options()
         options = storage_access(args.credentials, options).storage_options()
+    if args.command in cli_registry.COMMANDS:
+        return cli_registry.run(args, options)
     bar = Progress("download", stream)
     try:
         if args.command == "inspect":
@@ -242,6 +271,8 @@ def run_command(args, stream) -> Any:
         bar.close()
     if args.command == "versions":
         return [v.to_dict() for v in registry.list_versions(args.base, options)]
+    if args.command == "diff":
+        return registry.diff_versions(args.old, args.new, options)
     dest = storage.Destination.parse(args.base, options)
     dest.check_reachable()
     registry.require_base(dest, args.base)
@@ -272,7 +303,10 @@ def main(argv: Sequence[str] | None = None, quiet_until_exit: bool = False) -> i
         text = (
             json.dumps(result, indent=2, default=str)
             if args.json
-            else out.render(args.command, result)
+            else (
+                cli_registry.render(args.command, result)
+                or out.render(args.command, result, getattr(args, "field", None))
+            )
         )
         print(text, flush=True)
         return EXIT_OK

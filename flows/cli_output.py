@@ -33,7 +33,7 @@ class Progress:
             self.shown = False
 
 
-def render(command: str, result: Any) -> str:
+def render(command: str, result: Any, field: str | None = None) -> str:
     """Human-readable output for each command."""
     if command in ("inspect", "export"):
         return _render_inspect(result)
@@ -52,8 +52,16 @@ def render(command: str, result: Any) -> str:
         for v in result:
             status = "complete" if v["complete"] else "INCOMPLETE"
             status += ", verified" if v["verified"] else ", UNVERIFIED"
-            rows.append(f"{v['version']}  {status}  {v['created'] or '-'}  {v['path']}")
+            row = f"{v['version']}  {status}  {v['created'] or '-'}"
+            if v.get("labels"):
+                row += f"  [{', '.join(v['labels'])}]"
+            if field:
+                row += f"  {field}={(v.get('metadata') or {}).get(field, '-')}"
+            rows.append(f"{row}  {v['path']}")
         return "\n".join(rows)
+    if command == "diff":
+        changes = "; ".join(result["compatible"]) or "no changes"
+        return f"compatible: {result['new']} serves clients of {result['old']} ({changes})"
     if command == "gc":
         return f"pruned versions {result['pruned'] or 'none'}; swept {result['swept'] or 'nothing'}"
     return json.dumps(result, indent=2)

@@ -10,19 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from prefect import Flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import Flow, get_run_logger
 
-from export_core import pipeline, run_export, sources, storage
+from export_core import pipeline, sources, storage
 from export_core.export import StepClock, release_clones
+from export_core.lineage import check_metadata, collect_lineage
 from export_core.preflight import check_keep
+from keras_export.flows.announce import _size, announce
 from keras_export.tasks import steps
 from keras_export.tasks.credentials import (
     SECRET_WARNING,
-    StorageAccess,
     record_parameters,
     secret_keys,
     storage_access,
@@ -69,6 +66,10 @@ def export_keras_model(
     modes: list[str] | None = None,
     credentials: Any = None,
     source_credentials: Any = None,
+    metadata: dict | None = None,
+    compare_label: str | None = None,
+    allow_breaking_signature: bool = False,
+    warmup: bool = False,
 ) -> dict:
     """Exports a Keras model as a verified SavedModel version under ``destination``.
 
@@ -92,6 +93,11 @@ def export_keras_model(
             ``keras_export.tasks.credentials``. None: ambient credentials.
         source_credentials: The same for the model source and ``sample_inputs``
             (default: ``credentials``).
+        metadata: A JSON object recorded in the manifest's lineage (metrics, dataset).
+        compare_label: The label whose version the serving signatures must stay
+            compatible with (default: the newest version); see ``signature_gate``.
+        allow_breaking_signature: Publish even when the signatures break clients.
+        warmup: Write TF Serving's ``assets.extra/tf_serving_warmup_requests``.
 
     Returns:
         ``published`` (True), ``path``, ``version``, ``modes``, ``tags``,
@@ -102,6 +108,7 @@ def export_keras_model(
     logger = get_run_logger()
     lap = StepClock()
     keep_versions = check_keep(keep_versions)
+    metadata = check_metadata(metadata)
     objects = sources.resolve_custom_objects(custom_objects)
     access = storage_access(credentials, storage_options)
     source_access = (
@@ -137,8 +144,10 @@ def export_keras_model(
     try:
         steps.checkpoint(traced, build_dir)
         lap("write_checkpoint")
-        steps.proto(traced, plan, build_dir, keras_model, samples)
+        steps.proto(traced, plan, build_dir, keras_model, samples, warmup)
         lap("write_proto")
+        diff = steps.gate(build_dir, plan, access, compare_label, allow_breaking_signature)
+        lap("signature_gate")
         clone_bytes = clones.nbytes()
         del clones, traced  # a weight copy per mode, graphs: freed before verify
         release_clones(clone_bytes)
@@ -159,8 +168,10 @@ def export_keras_model(
         )
         logger.info("Staged %d files (%d bytes)", len(draft.files), _size(draft))
         lap("stage")
+        parent = diff["version"] if diff else None
+        lineage = collect_lineage(source, metadata, parent, prefect_lineage())
         outcome = steps.publish(
-            build_dir, staging, plan, draft, parity, keep_versions, access, build_id()
+            build_dir, staging, plan, draft, parity, keep_versions, access, build_id(), lineage
         )
         lap("publish")
     finally:
@@ -180,9 +191,23 @@ def export_keras_model(
         "pruned": outcome.pruned,
         "seconds": lap.seconds,
         "warnings": list(outcome.warnings),
+        "signature_check": diff,
+        "lineage": lineage,
     }
     announce(result, source, logger)
     return result
+
+
+def prefect_lineage() -> dict:
+    """The flow run (and its deployment, when run from one) for the manifest's lineage."""
+    from prefect.runtime import deployment, flow_run
+
+    return {
+        "flow_run_id": str(flow_run.id),
+        "flow_run_name": flow_run.name,
+        "deployment_name": deployment.name,
+        "deployment_id": str(deployment.id) if deployment.id else None,
+    }
 
 
 def build_id() -> str:
@@ -193,161 +218,8 @@ def build_id() -> str:
     return f"flow-run-{flow_run.id}"
 
 
-def announce(result: dict, source: dict, logger: Any) -> None:
-    """The artifact and the event. The version is already visible: a failure here is
-    a warning in the result and the logs, not a failed (and retried) export."""
-    steps_after = (
-        ("artifact", lambda: create_markdown_artifact(
-            key="keras-export", markdown=summary_markdown(result), description="SavedModel export"
-        )),
-        ("event", lambda: emit_published_event(result, source)),
-    )  # fmt: skip
-    for what, step in steps_after:
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - any failure here must not fail the export
-            warning = f"Version {result['version']} is published, but its {what} failed: {exc}"
-            result["warnings"].append(warning)
-            logger.warning("%s", warning)
-
-
 def warn_about_secrets(logger: Any, storage_options: Any) -> None:
     """One warning when explicit storage_options carry secrets (they belong in a block)."""
     found = secret_keys(storage_options or {})
     if found:
         logger.warning(SECRET_WARNING, ", ".join(found))
-
-
-PUBLISHED_EVENT = "model.version.published"
-
-
-def emit_published_event(result: dict, source: dict) -> None:
-    """Announces the new version so other deployments (roll-outs, alerts) can react."""
-    name = model_name(source)
-    emit_event(
-        event=PUBLISHED_EVENT,
-        resource={
-            "prefect.resource.id": f"keras-export.model.{name}",
-            "prefect.resource.name": name,
-        },
-        payload={
-            "uri": result["path"],
-            "version": result["version"],
-            "model": name,
-            "source_uri": source.get("uri"),
-            "source_sha256": source.get("sha256"),
-            "modes": result["modes"],
-        },
-    )
-
-
-def model_name(source: dict) -> str:
-    """The model's name: the source file's stem, else the Keras model's name."""
-    uri = source.get("uri")
-    if uri:
-        return uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".keras")
-    return source.get("name") or "model"
-
-
-def _size(draft) -> int:
-    return sum(int(info["size"]) for info in draft.files.values())
-
-
-def summary_markdown(result: dict) -> str:
-    """The artifact shown in the Prefect UI: version link, signatures, files, parity."""
-    lines = [
-        f"# Published [{result['path']}]({result['path']})",
-        f"version `{result['version']}`, modes {', '.join(result['modes'])}",
-        "",
-        "| signature | inputs | outputs |",
-        "|---|---|---|",
-    ]
-    for key, sig in result["signatures"].items():
-        ins = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in sig["inputs"])
-        outs = ", ".join(t["name"] for t in sig["outputs"])
-        lines.append(f"| `{key}` | {ins} | {outs} |")
-    lines += ["", "| file | bytes |", "|---|---|"]
-    lines += [f"| {name} | {info['size']} |" for name, info in result["files"].items()]
-    parity = result["parity"]
-    lines += [
-        "",
-        f"Parity: max |diff| {parity['max_abs_diff']:.3g} over {parity['samples']} samples, "
-        f"loaders {', '.join(parity['loaders'])}.",
-    ]
-    return "\n".join(lines)
-
-
-@task(name="export-one", cache_policy=NO_CACHE)
-def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) -> dict:
-    """One export of a batch, straight through ``export_core`` in this worker."""
-    spec = dict(spec)
-    objects = sources.resolve_custom_objects(spec.pop("custom_objects", None))
-    options, source_options = access.storage_options(), source_access.storage_options()
-    uri = spec.pop("model")
-    model = sources.load_keras_source(uri, objects, source_options)
-    from prefect.runtime import task_run
-
-    result = run_export(
-        model,
-        spec.pop("destination"),
-        build_id=f"task-run-{task_run.id}",
-        custom_objects=objects,
-        input_signature=sources.signature_from_json(spec.pop("input_signature", None)),
-        sample_inputs=sources.load_sample_inputs(spec.pop("sample_inputs", None), source_options),
-        source=sources.source_info(uri, source_options),
-        storage_options=options,
-        **spec,
-    )
-    return {
-        "model": uri,
-        "path": result.path,
-        "version": result.version,
-        "warnings": list(result.warnings),
-    }
-
-
-def batch_access(spec: dict, credentials: Any, source_credentials: Any):
-    """Pops a batch entry's credentials and options into the two accesses it needs."""
-    options = spec.pop("storage_options", None)
-    own = spec.pop("credentials", None) or credentials
-    own_source = spec.pop("source_credentials", None) or source_credentials
-    access = storage_access(own, options)
-    return access, storage_access(own_source, options) if own_source else access
-
-
-@_model_flow(
-    name="export-keras-models", validate_parameters=False, task_runner=ThreadPoolTaskRunner()
-)
-def export_keras_models(
-    exports: list[dict], credentials: Any = None, source_credentials: Any = None
-) -> dict:
-    """Exports many models in parallel; one failure does not stop the others.
-
-    Each entry takes ``export_keras_model``'s parameters (``model`` must be a URI;
-    ``credentials``/``source_credentials`` there override the batch's). The task
-    runner defaults to threads; ``export_keras_models.with_options(
-    task_runner=DaskTaskRunner(...))`` hands the work to a Dask cluster (pass saved
-    blocks' names there: a block object lives in this process only).
-
-    Returns:
-        ``{"succeeded": n, "failed": n, "results": [...]}`` in input order.
-    """
-    logger = get_run_logger()
-    futures = []
-    for entry in exports:
-        spec = dict(entry)
-        warn_about_secrets(logger, spec.get("storage_options"))
-        futures.append(
-            export_one.submit(spec, *batch_access(spec, credentials, source_credentials))
-        )
-    results = []
-    for spec, future in zip(exports, futures, strict=True):
-        future.wait()
-        if future.state.is_completed():
-            results.append({"ok": True, **future.result()})
-        else:
-            error = future.state.result(raise_on_failure=False)
-            results.append({"ok": False, "model": spec.get("model"), "error": str(error)})
-            logger.error("Export of %s failed: %s", spec.get("model"), error)
-    failed = sum(not r["ok"] for r in results)
-    return {"succeeded": len(results) - failed, "failed": failed, "results": results}

@@ -25,6 +25,7 @@ from export_core.manifest import Manifest
 from export_core.trace import TracedModes, trace_modes
 from export_core.validate import ExportPlan, validate_export
 from export_core.verify import ParityReport
+from export_core.warmup import write_warmup
 from export_core.write import WrittenFiles, write_checkpoint, write_proto
 from keras_export.tasks.credentials import StorageAccess
 
@@ -85,15 +86,42 @@ def checkpoint(traced: TracedModes, build_dir: str) -> WrittenFiles:
 
 @task(name="write-proto", cache_policy=NO_CACHE)
 def proto(
-    traced: TracedModes, plan: ExportPlan, build_dir: str, model: Any = None, samples: Any = None
+    traced: TracedModes,
+    plan: ExportPlan,
+    build_dir: str,
+    model: Any = None,
+    samples: Any = None,
+    warmup: bool = False,
 ) -> WrittenFiles:
-    """The SavedModel proto and, given the model, the golden data verification uses."""
+    """The SavedModel proto and, given the model, the golden data verification uses
+    (and TF Serving's warm-up requests built from it)."""
     written = write_proto(traced, plan, build_dir)
     if model is None:
         return written
-    return WrittenFiles(
-        written.files + (pipeline.write_golden_data(build_dir, model, plan, samples),)
-    )
+    extra = [pipeline.write_golden_data(build_dir, model, plan, samples)]
+    if warmup:
+        extra.append(write_warmup(build_dir, plan.inputs))
+    return WrittenFiles(written.files + tuple(extra))
+
+
+@task(name="signature-gate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def gate(
+    build_dir: str,
+    plan: ExportPlan,
+    access: StorageAccess,
+    label: str | None = None,
+    allow_breaking: bool = False,
+) -> dict | None:
+    """The new serving signatures against the version they replace (see signature_gate)."""
+    try:
+        diff = pipeline.gate_signatures(
+            build_dir, with_storage(plan, access), label, allow_breaking
+        )
+    except ExportError as exc:
+        raise naming_credentials(exc, access) from exc
+    if diff is not None:
+        get_run_logger().info("%s", diff.describe())
+    return diff.to_dict() if diff is not None else None
 
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -128,6 +156,7 @@ def publish(
     keep_versions: int | None,
     access: StorageAccess,
     build_id: str | None = None,
+    lineage: dict | None = None,
 ) -> pipeline.Outcome:
     """Publishes once per build: a retry (of this task or of the flow run) that finds
     its build already published returns that version; later problems are warnings."""
@@ -144,6 +173,7 @@ def publish(
             keep_versions,
             build_id,
             retried,
+            lineage,
         )
     except ExportError as exc:
         raise naming_credentials(exc, access) from exc

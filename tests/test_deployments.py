@@ -152,6 +152,45 @@ def test_served_deployments_schedule_trigger_and_announce(server, tmp_path):
         assert payload["uri"] == str(registry / version) and str(payload["version"]) == version
         assert payload["model"] == "churn"
         assert published[0]["resource"]["prefect.resource.name"] == "churn"
+        exported = wait_for(
+            lambda: events_named(api, "keras.model.exported"), "keras.model.exported"
+        )
+        lineage = exported[0]["payload"]["lineage"]
+        assert lineage["prefect"]["flow_run_id"] == run["id"]
+        assert lineage["prefect"]["deployment_name"] == "on-training-completed"
+        assert lineage["source"]["uri"] == str(source / "churn.keras")
+
+        # An evaluation job announces the version passed: the promote deployment labels it.
+        promoter = wait_for(
+            lambda: deployment(api, "promote-version", "on-evaluation-passed"), "the promoter"
+        )
+        passed = (
+            "from prefect.events import emit_event\n"
+            "from prefect.events.worker import EventsWorker\n"
+            "import sys\n"
+            "emit_event(event='model.evaluation.passed',\n"
+            "           resource={'prefect.resource.id': 'evaluation.7'},\n"
+            "           payload={'base': sys.argv[1], 'version': int(sys.argv[2]),\n"
+            "                    'label': 'stable'})\n"
+            "EventsWorker.drain_all()\n"
+        )
+        subprocess.run(
+            [sys.executable, "-c", passed, str(registry), version], env=env, check=True, timeout=120
+        )
+
+        def promoted_run():
+            runs = flow_runs(api, promoter["id"])
+            done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+            return done[0] if done else None
+
+        promoted = wait_for(promoted_run, "the promote flow run to finish")
+        assert promoted["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        from export_core import labels
+
+        assert labels.read_labels(str(registry)).labels == {"stable": int(version)}
+        moved = wait_for(lambda: events_named(api, "keras.model.promoted"), "keras.model.promoted")
+        assert moved[0]["payload"]["version"] == int(version)
+        assert moved[0]["payload"]["previous"] is None
     finally:
         serving.terminate()
         serving.wait(timeout=30)

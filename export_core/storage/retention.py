@@ -19,6 +19,12 @@ may work on one base at once. What keeps that safe:
   (this module, ``registry.list_versions``, TensorFlow Serving) sees it as
   incomplete, so a half-removed version is neither served nor counted among the
   ``keep`` newest.
+* A labelled version stays (``labels.json``, see ``export_core.labels``): the
+  newest ``keep`` complete versions are kept, labelled or not, and every labelled
+  one beyond them too, like ``protect``; a label never makes another version go.
+  The labels are read before choosing and again right before each removal, so a
+  label set meanwhile still saves its version. A ``labels.json`` that cannot be
+  read stops the run (``StorageError``): nothing is removed on a guess.
 
 Names written before staging folders recorded a time (``.staging-<uuid hex>``)
 have no known age. This release never writes them, so one can only belong to an
@@ -70,7 +76,7 @@ class Collected:
 def collect_garbage(
     dest: Destination, keep: int, *, sweep: bool = True, older_than: Seconds = STALE_AFTER
 ) -> Collected:
-    """Prunes versions beyond the newest ``keep``, then sweeps abandoned staging.
+    """Prunes versions beyond the newest ``keep`` (labelled ones stay), then sweeps staging.
 
     Args:
         dest: The base holding the versions.
@@ -98,7 +104,8 @@ def prune_versions(
 
     Only integer folders holding ``saved_model.pb`` (or ``.pbtxt``) and the
     manifest count and can go; anything else (staging, half-written or foreign
-    folders) is never touched, nor is ``protect``. A folder with the proto but no
+    folders) is never touched, nor is ``protect`` or a labelled version (which count
+    among the ``keep`` newest when they are). A folder with the proto but no
     manifest, as tools older than the manifest wrote them, counts as complete only
     when its name, read as the unix seconds ``claim_version`` took it from, is at
     least ``older_than`` old: a publish that recent may still be writing.
@@ -115,17 +122,29 @@ def prune_versions(
 
     Raises:
         ExportValidationError: ``keep`` < 1 or ``older_than`` < 0.
-        StorageError: The backend failed other than by a path having vanished.
+        StorageError: The backend failed other than by a path having vanished, or
+            ``labels.json`` is not a label document.
     """
     if keep < 1:
         raise ExportValidationError(f"keep_versions must be >= 1, got {keep}.")
     cutoff = time.time() - _seconds(older_than)
     versions = sorted(int(name) for name, _path in _list(dest, dest.path) if name.isdigit())
     complete = [v for v in versions if _is_complete(dest, v, cutoff)]
-    doomed = [v for v in complete[: max(0, len(complete) - keep)] if v != protect]
+    spared = {protect, *_labelled(dest)}
+    doomed = [v for v in complete[: max(0, len(complete) - keep)] if v not in spared]
+    removed = []
     for version in doomed:
-        _remove_version(dest, version)
-    return doomed
+        if version not in _labelled(dest):  # labelled since the first read: it stays
+            _remove_version(dest, version)
+            removed.append(version)
+    return removed
+
+
+def _labelled(dest: Destination) -> set[int]:
+    """Versions some label points at; none when the base has no ``labels.json``."""
+    from export_core.labels import load_document  # lazily: labels imports this package
+
+    return set(load_document(dest).labels.values())
 
 
 def sweep_staging(

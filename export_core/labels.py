@@ -1,0 +1,271 @@
+"""Labels: named pointers ("stable", "canary") to versions of one base, kept beside them.
+
+One JSON document per base, ``<base>/labels.json`` (TF Serving ignores non-integer names)::
+
+    {"labels": {"stable": 17, "canary": 18},
+     "history": [{"label": "stable", "version": 17, "previous": null, "action": "label",
+                  "at": "2026-12-01T20:00:00+00:00", "by": "ci@build-7", "id": "<hex>"}]}
+
+Every change is a compare-and-swap retried on conflict: read the document with a token,
+change it, write it only if the token still holds. ``write_if_unchanged`` is the one
+place that knows backends: S3 ``If-Match: <ETag>`` (``If-None-Match: *`` to create), GCS
+``ifGenerationMatch=<generation>`` (0 to create), local disk an ``O_CREAT | O_EXCL`` lock
+file (``labels.json.lock``) around a compare and an ``os.replace``, memory:// a process
+lock. Each event has an ``id``, so a write whose answer was lost and that a client
+retried is recognised on the next round and never recorded twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import json
+import os
+import random
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from export_core.errors import ExportError, ExportValidationError, StorageError
+from export_core.storage.backend import (
+    LAST_FILES,
+    MANIFEST_FILE,
+    Destination,
+    storage_error,
+)
+from export_core.storage.conditional import read_with_token, write_if_unchanged, writer_for
+
+LABELS_FILE = "labels.json"
+ATTEMPTS = 30  # compare-and-swap rounds before a conflict is reported
+_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+Options = Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """One change of one label; ``action`` is "label", "promote" or "rollback"."""
+
+    label: str
+    version: int
+    previous: int | None
+    at: str
+    by: str
+    action: str
+    id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelEvent:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
+class LabelDocument:
+    """The labels of one base (label -> version) and every change made to them."""
+
+    labels: Mapping[str, int] = field(default_factory=dict)
+    history: tuple[LabelEvent, ...] = ()
+
+    def labels_of(self, version: int) -> tuple[str, ...]:
+        """The labels pointing at ``version``, sorted."""
+        return tuple(sorted(k for k, v in self.labels.items() if v == version))
+
+    def rollback_target(self, label: str) -> int | None:
+        """The holder before the current one: the label's history replayed as a stack."""
+        stack: list[int] = []
+        for event in (e for e in self.history if e.label == label):
+            stack = stack[:-1] if event.action == "rollback" else [*stack, event.version]
+        ok = len(stack) > 1 and stack[-1] == self.labels.get(label)
+        return stack[-2] if ok else None
+
+    def with_event(self, event: LabelEvent) -> LabelDocument:
+        return LabelDocument({**self.labels, event.label: event.version}, (*self.history, event))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": dict(self.labels), "history": [e.to_dict() for e in self.history]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelDocument:
+        labels = dict(data.get("labels") or {})
+        if not all(isinstance(k, str) and type(v) is int for k, v in labels.items()):
+            raise ValueError(f"'labels' must map names to integer versions, got {labels!r}")
+        return cls(labels, tuple(LabelEvent.from_dict(e) for e in data.get("history") or ()))
+
+
+def read_labels(base: str, storage_options: Options = None) -> LabelDocument:
+    """The label document of ``base``; an empty one when none was written yet.
+
+    Raises:
+        StorageError: The store failed, or ``labels.json`` is not a label document.
+    """
+    return load_document(Destination.parse(base, storage_options))
+
+
+def set_label(
+    base: str, label: str, version: int, storage_options: Options = None, actor: str | None = None
+) -> LabelDocument:
+    """Points ``label`` at ``version``, a complete version of ``base``; returns the document.
+
+    Nothing is written when the label already points there. ``actor`` (default
+    ``user@host``) is recorded in the history.
+
+    Raises:
+        ExportValidationError: A bad label name, or no complete version ``version``.
+        StorageError: The store failed, or other writers won every attempt.
+    """
+    return _assign(base, label, version, storage_options, actor, "label")
+
+
+def promote(
+    base: str, version: int, label: str, storage_options: Options = None, actor: str | None = None
+) -> LabelDocument:
+    """Moves ``label`` to ``version`` (recorded as a promotion); see ``set_label``."""
+    return _assign(base, label, version, storage_options, actor, "promote")
+
+
+def rollback(
+    base: str, label: str, storage_options: Options = None, actor: str | None = None
+) -> LabelDocument:
+    """Moves ``label`` back to the version that held it before the current one.
+
+    Raises:
+        ExportValidationError: The label is unset, had no earlier holder, or that
+            version is no longer complete.
+        StorageError: The store failed, or other writers won every attempt.
+    """
+    dest, event_id = Destination.parse(base, storage_options), uuid.uuid4().hex
+    check_label(label)
+    by = actor or default_actor()
+
+    def change(doc: LabelDocument) -> LabelDocument | None:
+        current, target = doc.labels.get(label), doc.rollback_target(label)
+        if any(e.id == event_id for e in doc.history):
+            return None
+        if target is None:
+            state = "is not set" if current is None else f"has had no holder before {current}"
+            raise ExportValidationError(
+                f"Cannot roll back '{label}' of {base}: it {state} in the label history. "
+                "Point it at a version explicitly: keras-export label BASE LABEL VERSION."
+            )
+        require_complete(dest, target)
+        return doc.with_event(LabelEvent(label, target, current, _now(), by, "rollback", event_id))
+
+    return update_labels(dest, change)
+
+
+def _assign(base, label, version, storage_options, actor, action) -> LabelDocument:
+    dest, event_id = Destination.parse(base, storage_options), uuid.uuid4().hex
+    check_label(label)
+    require_complete(dest, version)
+    by = actor or default_actor()
+
+    def change(doc: LabelDocument) -> LabelDocument | None:
+        current = doc.labels.get(label)
+        if current == version or any(e.id == event_id for e in doc.history):
+            return None
+        return doc.with_event(LabelEvent(label, version, current, _now(), by, action, event_id))
+
+    return update_labels(dest, change)
+
+
+def update_labels(
+    dest: Destination,
+    change: Callable[[LabelDocument], LabelDocument | None],
+    attempts: int = ATTEMPTS,
+) -> LabelDocument:
+    """Applies ``change`` to the document by compare-and-swap, retrying on conflict.
+
+    ``change`` returns the new document, or None to write nothing; after a conflict
+    it runs again on the fresher document. Returns the document as written (or read).
+
+    Raises:
+        StorageError: The store failed, or the document changed under every attempt.
+    """
+    path = dest.join(LABELS_FILE)
+    writer_for(dest.fs)  # an unsupported backend fails before anything is read
+    for attempt in range(attempts):
+        data, token = read_with_token(dest, path)
+        current = parse_document(dest, path, data)
+        new = change(current)
+        if new is None:
+            return current
+        body = json.dumps(new.to_dict(), indent=1).encode()
+        try:
+            if write_if_unchanged(dest.fs, path, body, token):
+                return new
+        except ExportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+            raise storage_error(f"Writing '{dest.uri_of(path)}' failed", exc) from exc
+        time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))  # full jitter
+    raise StorageError(
+        f"Updating '{dest.uri_of(path)}' failed: other writers changed it during each of "
+        f"{attempts} attempts. Nothing of this change was written; try again."
+    )
+
+
+def load_document(dest: Destination) -> LabelDocument:
+    """The document of ``dest`` (empty when missing); what retention reads."""
+    path = dest.join(LABELS_FILE)
+    return parse_document(dest, path, read_with_token(dest, path)[0])
+
+
+def parse_document(dest: Destination, path: str, data: bytes | None) -> LabelDocument:
+    try:
+        return LabelDocument.from_dict(json.loads(data)) if data is not None else LabelDocument()
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise StorageError(
+            f"'{dest.uri_of(path)}' is not a label document ({exc}). Restore it from the "
+            "store's object versions or remove it (every label is then unset)."
+        ) from exc
+
+
+def check_label(label: Any) -> str:
+    """Raises ``ExportValidationError`` unless ``label`` is a usable label name."""
+    if not isinstance(label, str) or not _LABEL.fullmatch(label):
+        raise ExportValidationError(
+            "A label starts with a letter and holds letters, digits, '_', '.' or '-' (at "
+            f"most 63), received {label!r}; e.g. 'stable', 'canary'."
+        )
+    return label
+
+
+def is_complete(dest: Destination, version: int) -> bool:
+    """The version holds the proto and the manifest (which ``publish`` writes last)."""
+    folder = dest.join(str(version))
+    dest.fs.invalidate_cache(folder)
+    try:
+        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in dest.fs.ls(folder, detail=False)}
+    except FileNotFoundError:
+        return False
+    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
+        raise storage_error(f"Listing '{dest.uri_of(folder)}' failed", exc) from exc
+    return MANIFEST_FILE in names and bool(names.intersection(LAST_FILES))
+
+
+def require_complete(dest: Destination, version: Any) -> None:
+    """Raises ``ExportValidationError`` unless ``version`` is a complete version of ``dest``."""
+    if type(version) is not int or version < 0:
+        raise ExportValidationError(f"A version is an integer >= 0, received {version!r}.")
+    if not is_complete(dest, version):
+        raise ExportValidationError(
+            f"{dest.child_uri(str(version))} is not a complete version (it needs "
+            f"{LAST_FILES[0]} and {MANIFEST_FILE}). List them: keras-export versions {dest.uri}"
+        )
+
+
+def default_actor() -> str:
+    with contextlib.suppress(OSError, KeyError):
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    return f"uid{os.getuid()}@{socket.gethostname()}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,68 @@
+"""Promote: move a label to a version (or back), as a Prefect flow an event can trigger.
+
+``promote-version/on-evaluation-passed`` (deployments/serve.py) runs it when an event
+``model.evaluation.passed`` arrives with the base and the version in its payload;
+every move emits ``keras.model.promoted`` for roll-outs and alerts to react to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from export_core import labels
+from keras_export.flows.export import _model_flow, warn_about_secrets
+from keras_export.tasks.credentials import StorageAccess, storage_access
+
+PROMOTED_EVENT = "keras.model.promoted"
+
+
+# No task retries: a rollback whose answer was lost would roll back twice. Conflicts
+# between writers are retried inside (compare-and-swap).
+@task(name="move-label", cache_policy=NO_CACHE)
+def move_label(
+    base: str, label: str, version: int | None, access: StorageAccess, actor: str
+) -> dict[str, Any]:
+    """Promotes (``version`` given) or rolls back (``None``); compare-and-swap inside."""
+    options = access.storage_options()
+    before = labels.read_labels(base, options).labels.get(label)
+    if version is None:
+        document = labels.rollback(base, label, options, actor=actor)
+    else:
+        document = labels.promote(base, int(version), label, options, actor=actor)
+    return {"base": base, "label": label, "previous": before, "version": document.labels[label]}
+
+
+@_model_flow(name="promote-version", validate_parameters=False)
+def promote_version(
+    base: str,
+    label: str = "stable",
+    version: int | None = None,
+    credentials: Any = None,
+    storage_options: dict | None = None,
+) -> dict[str, Any]:
+    """Moves ``label`` under ``base`` to ``version``; without a version, rolls it back.
+
+    Returns:
+        ``{"base", "label", "previous", "version"}``; the label's history keeps both.
+    """
+    logger = get_run_logger()
+    warn_about_secrets(logger, storage_options)
+    from prefect.runtime import flow_run
+
+    actor = f"prefect flow run {flow_run.id}"
+    moved = move_label(base, label, version, storage_access(credentials, storage_options), actor)
+    logger.info("Label %s of %s: %s -> %s", label, base, moved["previous"], moved["version"])
+    name = base.rstrip("/").rsplit("/", 1)[-1]
+    emit_event(
+        event=PROMOTED_EVENT,
+        resource={
+            "prefect.resource.id": f"keras-export.model.{name}",
+            "prefect.resource.name": name,
+        },
+        payload=moved,
+    )
+    return moved
