@@ -136,3 +136,23 @@ def test_progress_bar_on_a_terminal_only(s3_server, published, tmp_path):
     os.close(leader)
     assert shown.returncode == 0
     assert b"download [####" in terminal and b"MB" in terminal
+
+
+def test_versions_show_labels_and_a_metadata_field(tmp_path):
+    registry = tmp_path / "registry"
+    first = export_core.run_export(
+        models.functional_regressor(), str(registry), metadata={"auc": 0.8}
+    )
+    second = export_core.run_export(
+        models.functional_regressor(), str(registry), metadata={"auc": 0.9}
+    )
+    done = run("label", str(registry), "stable", str(first.version))
+    assert done.returncode == 0, done.stderr
+    text = run("versions", str(registry), "--field", "auc")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{first.version}  complete, verified") and "[stable]" in lines[0]
+    assert "auc=0.8" in lines[0] and "auc=0.9" in lines[1] and "[" not in lines[1]
+    data = json.loads(run("--json", "versions", str(registry)).stdout)
+    assert [v["labels"] for v in data] == [["stable"], []]
+    assert data[1]["metadata"] == {"auc": 0.9} and data[1]["version"] == second.version
