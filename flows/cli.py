@@ -54,42 +54,25 @@ def package_version() -> str:
 FULL_HELP = "load train and eval MetaGraphs with tf.saved_model.load too (slower)"
 
 
+GLOBAL_OPTIONS = (
+    ("--json", {"action": "store_true", "default": False, "help": "print machine-readable JSON"}),
+    ("--verbose", {"action": "store_true", "default": False,
+                   "help": "show TensorFlow's and Prefect's own output"}),
+    ("--debug", {"action": "store_true", "default": False, "help": "--verbose, and tracebacks"}),
+    ("--storage-options", {"metavar": "JSON", "default": None,
+                           "help": 'fsspec options, e.g. \'{"endpoint_url": "..."}\''}),
+    ("--credentials", {"metavar": "SLUG/NAME", "default": None, "help": "a saved Prefect block "
+                       "for the destination, e.g. aws-credentials/registry-writer"}),
+    ("--source-credentials", {"metavar": "SLUG/NAME", "default": None, "help": "a saved "
+                              "Prefect block for the model source (default: --credentials)"}),
+)  # fmt: skip
+
+
 def add_global_options(parser: argparse.ArgumentParser, after_command: bool = False) -> None:
     """The options every command takes; after the command they only override."""
-
-    def default(value: Any) -> Any:
-        return argparse.SUPPRESS if after_command else value
-
-    parser.add_argument(
-        "--json", action="store_true", default=default(False), help="print machine-readable JSON"
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        default=default(False),
-        help="show TensorFlow's and Prefect's own output",
-    )
-    parser.add_argument(
-        "--debug", action="store_true", default=default(False), help="--verbose, and tracebacks"
-    )
-    parser.add_argument(
-        "--storage-options",
-        metavar="JSON",
-        default=default(None),
-        help='fsspec options, e.g. \'{"endpoint_url": "..."}\'',
-    )
-    parser.add_argument(
-        "--credentials",
-        metavar="SLUG/NAME",
-        default=default(None),
-        help="a saved Prefect block for the destination, e.g. aws-credentials/registry-writer",
-    )
-    parser.add_argument(
-        "--source-credentials",
-        metavar="SLUG/NAME",
-        default=default(None),
-        help="a saved Prefect block for the model source (default: --credentials)",
-    )
+    for flag, options in GLOBAL_OPTIONS:
+        default = argparse.SUPPRESS if after_command else options["default"]
+        parser.add_argument(flag, **{**options, "default": default})
 
 
 def build_parser() -> argparse.ArgumentParser:

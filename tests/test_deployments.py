@@ -83,6 +83,28 @@ def events_named(api, name: str) -> list[dict]:
     return response.json()["events"]
 
 
+def deploy_all(env: dict, pool: str, pool_type: str, prefect_file: str) -> None:
+    """Creates a work pool and runs ``prefect deploy --all`` on a prefect.yaml."""
+
+    def prefect(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+
+    for done in (
+        prefect("work-pool", "create", pool, "--type", pool_type),
+        prefect("--no-prompt", "deploy", "--all", "--prefect-file", prefect_file),
+    ):
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def finished_run(api, deployment_id: str) -> dict | None:
+    """The deployment's first flow run once it has finished (None until then)."""
+    runs = flow_runs(api, deployment_id)
+    done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+    return done[0] if done else None
+
+
 def test_served_deployments_schedule_trigger_and_announce(server, tmp_path):
     env, api, home = server
     source, registry = tmp_path / "runs", tmp_path / "registry"
@@ -131,12 +153,7 @@ def test_served_deployments_schedule_trigger_and_announce(server, tmp_path):
             timeout=120,
         )
 
-        def finished_run():
-            runs = flow_runs(api, triggered["id"])
-            done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
-            return done[0] if done else None
-
-        run = wait_for(finished_run, "the triggered flow run to finish")
+        run = wait_for(lambda: finished_run(api, triggered["id"]), "the triggered run to finish")
         assert run["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         assert run["parameters"]["model"] == str(source / "churn.keras")
         (version,) = os.listdir(registry)
@@ -178,12 +195,7 @@ def test_served_deployments_schedule_trigger_and_announce(server, tmp_path):
             [sys.executable, "-c", passed, str(registry), version], env=env, check=True, timeout=120
         )
 
-        def promoted_run():
-            runs = flow_runs(api, promoter["id"])
-            done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
-            return done[0] if done else None
-
-        promoted = wait_for(promoted_run, "the promote flow run to finish")
+        promoted = wait_for(lambda: finished_run(api, promoter["id"]), "the promote run to finish")
         assert promoted["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         from export_core import labels
 
@@ -205,23 +217,7 @@ def test_prefect_yaml_deploys_both_deployments(server, tmp_path):
         "KERAS_EXPORT_SOURCE_PREFIX": str(tmp_path / "runs"),
         "KERAS_EXPORT_DESTINATION": str(tmp_path / "registry"),
     }
-    subprocess.run(
-        [PREFECT, "work-pool", "create", "keras-export", "--type", "process"],
-        env=deploy_env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    done = subprocess.run(
-        [PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
-        env=deploy_env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    deploy_all(deploy_env, "keras-export", "process", "deployments/prefect.yaml")
     scheduled = deployment(api, "export-newest-model", "scheduled-export")
     assert scheduled["work_pool_name"] == "keras-export"
     assert [s["schedule"]["cron"] for s in scheduled["schedules"]] == ["0 * * * *"]
@@ -249,31 +245,7 @@ def test_kubernetes_work_pool_deployments_register(server, tmp_path):
         "KERAS_EXPORT_SOURCE_PREFIX": "s3://ml/runs",
         "KERAS_EXPORT_DESTINATION": "s3://registry/churn",
     }
-    created = subprocess.run(
-        [PREFECT, "work-pool", "create", "keras-export-k8s", "--type", "kubernetes"],
-        env=deploy_env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
-    done = subprocess.run(
-        [
-            PREFECT,
-            "--no-prompt",
-            "deploy",
-            "--all",
-            "--prefect-file",
-            "deployments/prefect-k8s.yaml",
-        ],
-        env=deploy_env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    deploy_all(deploy_env, "keras-export-k8s", "kubernetes", "deployments/prefect-k8s.yaml")
     pool = api.get("/work_pools/keras-export-k8s").json()
     assert pool["type"] == "kubernetes"
     scheduled = deployment(api, "export-newest-model", "scheduled-export-k8s")
