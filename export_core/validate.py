@@ -18,13 +18,8 @@ from export_core.errors import (
     ExportValidationError,
     UnsupportedModelError,
 )
-from export_core.signature import (
-    InputSignature,
-    check_compatible,
-    check_samples,
-    infer_input_signature,
-    model_input_signature,
-)
+from export_core.input_checks import check_compatible, check_samples
+from export_core.signature import InputSignature, infer_input_signature, model_input_signature
 
 log = logging.getLogger(__name__)
 
