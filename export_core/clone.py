@@ -209,10 +209,6 @@ def _stateful_layers(model: keras.Model) -> list[keras.layers.Layer]:
     ]
 
 
-def _overrides(layer: keras.layers.Layer, method: str) -> bool:
-    return getattr(type(layer), method, None) is not getattr(keras.layers.Layer, method)
-
-
 def _copy_assets(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
     lookup = getattr(source, "_lookup_layer", source)
     if hasattr(source, "set_vocabulary") and hasattr(lookup, "get_vocabulary"):

@@ -78,10 +78,8 @@ def list_versions(
 
 def _label_holders(base: str, storage_options: Mapping[str, Any] | None) -> dict[int, list[str]]:
     """Version -> the labels it holds (none when the base has no label document)."""
-    try:
-        from export_core import labels
-    except ImportError:
-        return {}
+    from export_core import labels
+
     holders: dict[int, list[str]] = {}
     for label, version in labels.read_labels(base, storage_options).labels.items():
         holders.setdefault(int(version), []).append(label)
