@@ -76,6 +76,28 @@ def list_versions(
     return infos
 
 
+def newest_manifest_source(
+    base: str, storage_options: Mapping[str, Any] | None = None
+) -> dict | None:
+    """The ``source`` record of the newest complete version's manifest, if any.
+
+    Reads the newest version's manifest only (older ones when the newest is
+    incomplete), so a frequent check costs one listing and one small read.
+    """
+    dest = storage.Destination.parse(base, storage_options)
+    dest.check_reachable()
+    dest.fs.invalidate_cache(dest.path)  # other writers publish: list afresh
+    if not dest.fs.exists(dest.path):
+        return None
+    for version in reversed(dest.versions()):
+        folder = dest.join(str(version))
+        if not any(dest.fs.exists(f"{folder}/{name}") for name in storage.LAST_FILES):
+            continue
+        manifest = _read_manifest(dest, folder)
+        return dict((manifest or {}).get("source") or {}) or None
+    return None
+
+
 def _label_holders(base: str, storage_options: Mapping[str, Any] | None) -> dict[int, list[str]]:
     """Version -> the labels it holds (none when the base has no label document)."""
     from export_core import labels

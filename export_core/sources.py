@@ -6,6 +6,7 @@ errors that name the bad value and the fix.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import tempfile
@@ -83,6 +84,23 @@ def load_keras_source(
     Raises:
         ExportValidationError: The file is missing, not a ``.keras`` archive, or corrupt.
     """
+    return load_keras_source_with_info(uri, custom_objects, storage_options)[0]
+
+
+def load_keras_source_with_info(
+    uri: str,
+    custom_objects: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[keras.Model, dict]:
+    """The model and its ``{"uri", "sha256", "fingerprint"}``, reading the file once.
+
+    The fingerprint (``fingerprint``) is taken before the download: if the file
+    changes meanwhile, the next scheduled tick sees a different fingerprint and
+    hashes the file again rather than trusting it.
+
+    Raises:
+        ExportValidationError: The file is missing, not a ``.keras`` archive, or corrupt.
+    """
     if not str(uri).endswith(".keras"):
         raise ExportValidationError(
             f"Model source {uri!r} is not a .keras file; save the model with "
@@ -91,22 +109,25 @@ def load_keras_source(
     source = storage.Destination.parse(uri, storage_options)
     with tempfile.TemporaryDirectory(prefix="keras-export-src-") as tmp:
         local = source.path if source.is_local else os.path.join(tmp, "model.keras")
-        if not source.is_local:
-            try:
+        try:
+            stored = fingerprint(source.fs.info(source.path))
+            if not source.is_local:
                 source.fs.get(source.path, local)
-            except FileNotFoundError as exc:
-                raise ExportValidationError(f"Model source {uri} does not exist.") from exc
-            except OSError as exc:
-                raise StorageError(f"Cannot read model source {uri}: {exc}") from exc
+        except FileNotFoundError as exc:
+            raise ExportValidationError(f"Model source {uri} does not exist.") from exc
+        except OSError as exc:
+            raise StorageError(f"Cannot read model source {uri}: {exc}") from exc
         if not os.path.exists(local):
             raise ExportValidationError(f"Model source {uri} does not exist.")
+        info = {"uri": uri, "sha256": _sha256_of(open, local), "fingerprint": stored}
         try:
-            return keras.saving.load_model(local, custom_objects=dict(custom_objects or {}))
+            model = keras.saving.load_model(local, custom_objects=dict(custom_objects or {}))
         except Exception as exc:
             raise ExportValidationError(
                 f"Model source {uri} could not be loaded as a Keras model ({exc}). Is it a "
                 "complete .keras file written by model.save()?"
             ) from exc
+    return model, info
 
 
 def load_sample_inputs(uri: str | None, storage_options: Mapping[str, Any] | None = None):
@@ -122,14 +143,45 @@ def load_sample_inputs(uri: str | None, storage_options: Mapping[str, Any] | Non
 
 
 def source_info(uri: str | None, storage_options: Mapping[str, Any] | None = None) -> dict:
-    """``{"uri", "sha256"}`` of a model file, streamed (for the manifest)."""
+    """``{"uri", "sha256", "fingerprint"}`` of a model file, streamed (for the manifest)."""
     if uri is None:
         return {"uri": None, "sha256": None}
-    import hashlib
-
     source = storage.Destination.parse(uri, storage_options)
+    stored = fingerprint(source.fs.info(source.path))
+    return {"uri": uri, "sha256": _sha256_of(source.fs.open, source.path), "fingerprint": stored}
+
+
+def _sha256_of(opener: Any, path: str) -> str:
     digest = hashlib.sha256()
-    with source.fs.open(source.path, "rb") as handle:
+    with opener(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return {"uri": uri, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+# What each backend's listing says about an object's content, cheapest first to change
+# when the bytes change. S3: the ETag (an MD5 unless SSE-KMS) and size. GCS: its
+# checksums, or the generation when a composite object has no MD5. Local disk: size,
+# modification time and inode (a save that replaces the file gets a new one).
+_FINGERPRINT_KEYS = (
+    ("ETag", "size"),
+    ("md5Hash", "crc32c", "size"),
+    ("generation", "crc32c", "size"),
+    ("mtime", "ino", "size"),
+)
+
+
+def fingerprint(info: Mapping[str, Any]) -> dict | None:
+    """The store's own identity of an object's content, from its metadata (0 bytes read).
+
+    None when the backend reports nothing that changes with the content; callers then
+    hash the bytes.
+    """
+    for keys in _FINGERPRINT_KEYS:
+        if all(info.get(k) not in (None, "") for k in keys):
+            return {k: _plain(info[k]) for k in keys}
+    return None
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str)) else str(value)

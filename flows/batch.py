@@ -20,7 +20,7 @@ def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) 
     objects = sources.resolve_custom_objects(spec.pop("custom_objects", None))
     options, source_options = access.storage_options(), source_access.storage_options()
     uri = spec.pop("model")
-    model = sources.load_keras_source(uri, objects, source_options)
+    model, source = sources.load_keras_source_with_info(uri, objects, source_options)
     from prefect.runtime import task_run
 
     result = run_export(
@@ -30,7 +30,7 @@ def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) 
         custom_objects=objects,
         input_signature=sources.signature_from_json(spec.pop("input_signature", None)),
         sample_inputs=sources.load_sample_inputs(spec.pop("sample_inputs", None), source_options),
-        source=sources.source_info(uri, source_options),
+        source=source,
         storage_options=options,
         **spec,
     )

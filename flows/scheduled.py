@@ -7,7 +7,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from export_core import sources, sources_scan
+from export_core import registry, sources_scan
 from keras_export.flows.export import _model_flow, export_keras_model, warn_about_secrets
 from keras_export.tasks.credentials import StorageAccess, storage_access
 
@@ -15,13 +15,15 @@ from keras_export.tasks.credentials import StorageAccess, storage_access
 @task(name="find-newest-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def find_newest(
     source_prefix: str, destination: str, source: StorageAccess, access: StorageAccess
-) -> tuple[str, str, str | None]:
-    """The newest ``.keras`` under the prefix, its sha256, and the newest published one's."""
+) -> tuple[str, bool, str | None]:
+    """The newest ``.keras`` under the prefix, whether it is already published, and how
+    that was decided (``"fingerprint"``: from the store's metadata, 0 bytes of the model
+    read; ``"sha256"``: the file was hashed)."""
     source_options = source.storage_options()
-    model = sources_scan.newest_keras_file(source_prefix, source_options)
-    digest = sources.source_info(model, source_options)["sha256"]
-    published = sources_scan.newest_published_sha256(destination, access.storage_options())
-    return model, digest, published
+    model, stored = sources_scan.newest_keras_object(source_prefix, source_options)
+    published = registry.newest_manifest_source(destination, access.storage_options())
+    same, how = sources_scan.unchanged(model, stored, published, source_options)
+    return model, same, how
 
 
 @_model_flow(name="export-newest-model", validate_parameters=False)
@@ -37,23 +39,26 @@ def export_newest_model(
 ) -> dict:
     """Exports the newest ``.keras`` file under ``source_prefix`` to ``destination``.
 
-    The run is skipped when that exact file (by sha256) is already what the newest
-    published version was exported from, so a frequent schedule costs one listing.
+    The run is skipped when that file is already what the newest published version
+    was exported from. The store's metadata (S3 ETag and size, GCS checksums, local
+    mtime, inode and size) decides that without reading the model, so a tick where
+    nothing changed costs two listings and one manifest read; when the metadata
+    differs, the file is hashed and compared by sha256.
     ``credentials``/``source_credentials`` are blocks or their saved names, as for
     ``export_keras_model``.
 
     Returns:
-        ``{"skipped": True, "model": ..., "sha256": ...}`` or the export's result with
-        ``"skipped": False``.
+        ``{"skipped": True, "model": ..., "decided_by": "fingerprint"|"sha256"}`` or
+        the export's result with ``"skipped": False``.
     """
     logger = get_run_logger()
     warn_about_secrets(logger, storage_options)
     access = storage_access(credentials, storage_options)
     source = storage_access(source_credentials, storage_options) if source_credentials else access
-    model, digest, published = find_newest(source_prefix, destination, source, access)
-    if digest == published:
-        logger.info("Skipping: %s (sha256 %s) is already the newest version", model, digest[:12])
-        return {"skipped": True, "model": model, "sha256": digest}
+    model, same, how = find_newest(source_prefix, destination, source, access)
+    if same:
+        logger.info("Skipping: %s is already the newest version (by %s)", model, how)
+        return {"skipped": True, "model": model, "decided_by": how}
     result = export_keras_model(
         model=model,
         destination=destination,

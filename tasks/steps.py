@@ -44,14 +44,17 @@ def naming_credentials(exc: ExportError, access: StorageAccess) -> ExportError:
 
 @task(name="load-source", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def load_source(uri: str | None, custom_objects: dict, access: StorageAccess, samples: str | None):
-    """The ``.keras`` model, its ``{"uri", "sha256"}`` and the golden inputs, if any.
+    """The ``.keras`` model, its ``{"uri", "sha256", "fingerprint"}`` and the golden inputs.
 
     ``uri=None`` (a model given in process) loads only the golden inputs.
     """
     try:
         options = access.storage_options() if uri or samples else {}
-        model = sources.load_keras_source(uri, custom_objects, options) if uri else None
-        info = sources.source_info(uri, options) if uri else None
+        model, info = (
+            sources.load_keras_source_with_info(uri, custom_objects, options)
+            if uri
+            else (None, None)
+        )
         return model, info, sources.load_sample_inputs(samples, options)
     except ExportError as exc:
         raise naming_credentials(exc, access) from exc

@@ -48,6 +48,16 @@ def batch():
     return np.random.default_rng(0).standard_normal((6, 3)).astype("float32")
 
 
+@pytest.fixture(scope="module")
+def prefect_api():
+    """Prefect's test API, one per test module that asks for it."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     import logging

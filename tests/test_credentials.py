@@ -22,15 +22,6 @@ CLI = os.path.join(os.path.dirname(sys.executable), "keras-export")
 
 
 @pytest.fixture(scope="module")
-def prefect_api():
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
-@pytest.fixture(scope="module")
 def auth_s3():
     from tests.servers import AuthS3Server
 

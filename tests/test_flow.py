@@ -21,15 +21,6 @@ STEP_TASKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def task_names(flow_run_id) -> set[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -242,45 +233,6 @@ def test_batch_flow_runs_on_a_dask_cluster_when_given_one(prefect_api, tmp_path)
     assert summary == {**summary, "succeeded": 2, "failed": 0}
     for entry in summary["results"]:
         assert os.path.exists(os.path.join(entry["path"], "export_manifest.json"))
-
-
-def test_scheduled_flow_exports_the_newest_model_once(prefect_api, tmp_path):
-    import time
-
-    from keras_export.flows import export_newest_model
-
-    runs = tmp_path / "runs"
-    (runs / "a").mkdir(parents=True)
-    (runs / "b").mkdir()
-    models.functional_regressor().save(runs / "a" / "model.keras")
-    time.sleep(0.05)  # distinct modification times, newest second
-    newest = models.functional_regressor()
-    newest.save(runs / "b" / "model.keras")
-    registry = str(tmp_path / "registry")
-
-    first = export_newest_model(source_prefix=str(runs), destination=registry)
-    assert first["skipped"] is False
-    assert first["path"].startswith(registry)
-    x, _ = models.regression_batch()
-    served = models.tf1_predict(first["path"], {"features": x})["prediction"]
-    assert_allclose(served, newest.predict(x, verbose=0), atol=1e-5)
-
-    again = export_newest_model(source_prefix=str(runs), destination=registry)
-    assert again["skipped"] is True and again["model"].endswith("b/model.keras")
-    assert os.listdir(registry) == [str(first["version"])]
-
-    time.sleep(0.05)
-    models.functional_regressor().save(runs / "a" / "model.keras")  # retrained: now newest
-    third = export_newest_model(source_prefix=str(runs), destination=registry)
-    assert third["skipped"] is False and third["version"] != first["version"]
-
-
-def test_scheduled_flow_with_no_model_says_where_it_looked(prefect_api, tmp_path):
-    from export_core import ExportValidationError
-    from keras_export.flows import export_newest_model
-
-    with pytest.raises(ExportValidationError, match="No .keras file under"):
-        export_newest_model(source_prefix=str(tmp_path), destination=str(tmp_path / "r"))
 
 
 def test_flow_publishes_a_text_classifier_to_s3_with_string_golden_data(
