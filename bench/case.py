@@ -64,6 +64,12 @@ def build(name: str) -> keras.Model:
     elif name == "dense100m":
         inputs = keras.Input((10_000,), name="features")
         model = keras.Model(inputs, keras.layers.Dense(10_000, name="out")(inputs))
+    elif name == "dense1g":  # about 256M parameters, 1 GB of float32
+        inputs = keras.Input((16_000,), name="features")
+        model = keras.Model(inputs, keras.layers.Dense(16_000, name="out")(inputs))
+    elif name == "dense3g":  # about 729M parameters, 3 GB of float32
+        inputs = keras.Input((27_000,), name="features")
+        model = keras.Model(inputs, keras.layers.Dense(27_000, name="out")(inputs))
     else:
         raise SystemExit(f"unknown model {name}")
     model.compile(keras.optimizers.Adam(1e-3), "mse")

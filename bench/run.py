@@ -2,6 +2,7 @@
 
     ./dev.sh bench                 # all models, 3 runs each (tens of minutes on 2 cores)
     ./dev.sh bench --quick         # mlp and mobilenetv2, 1 run: a smoke run
+    ./dev.sh bench --big           # also dense3g (about 10 GB of RAM, 20 GB of disk)
 
 Prints a table of medians with product/baseline ratios and writes bench/results/<time>.json.
 """
@@ -20,7 +21,11 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODELS = ["mlp", "mobilenetv2", "resnet50", "dense100m"]
+MODELS = ["mlp", "mobilenetv2", "resnet50", "dense100m", "dense1g"]
+# dense3g (3 GB of float32 weights) runs only the cases that show it fits: all modes
+# with verification, locally and to S3, beside the baselines (see --big).
+BIG = "dense3g"
+BIG_CASES = ["baseline_a", "baseline_b", "product_all_local", "product_all_s3"]
 CASES = [
     "baseline_a",
     "baseline_b",
@@ -105,6 +110,7 @@ def report(results: dict) -> str:
     ]
     for model, cases in results["models"].items():
         a, b = cases["baseline_a"], cases["baseline_b"]
+        cases = {k: v for k, v in cases.items() if k in CASES}
         for case, r in cases.items():
             if case == REFERENCE:
                 continue
@@ -117,10 +123,13 @@ def report(results: dict) -> str:
                 f"{peak / r['weight_bytes']:.2f} | "
                 f"{(peak - base['peak_rss_above_start']) / r['weight_bytes']:.2f} |"
             )
+    lines += ["", "Upload speed to S3, MB/s (bytes the step moved / its seconds):", ""]
+    for model, cases in results["models"].items():
+        lines.append(f"- {model}: " + "; ".join(upload_rates(cases)))
     for case in ("product_all_local", "product_serving_s3"):
         lines += ["", f"Steps of {case} (seconds):", ""]
         for model, cases in results["models"].items():
-            steps = cases[case].get("steps", {})
+            steps = cases.get(case, {}).get("steps", {})
             lines.append(f"- {model}: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
     lines += ["", "Keras's own train step, first train_on_batch minus a warm one (seconds):", ""]
     for model, cases in results["models"].items():
@@ -130,7 +139,7 @@ def report(results: dict) -> str:
                 f"- {model}: {r['seconds']:.2f} (our trace:train "
                 f"{cases['product_all_local']['steps'].get('trace:train', 0):.2f})"
             )
-    models = list(results["models"])
+    models = [m for m in results["models"] if m != BIG]
     if len(models) > 1:
         params = [results["models"][m]["product_all_local"]["params"] for m in models]
         lines += ["", "Growth with parameter count (log-log slope; 1.0 = linear):", ""]
@@ -150,11 +159,29 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def upload_rates(cases: dict) -> list[str]:
+    """fs.put's rate in baseline B beside the product's stage (upload) and publish steps."""
+    mb = 1024 * 1024
+    a, b = cases["baseline_a"], cases["baseline_b"]
+    out = [f"fs.put {b['bytes'] / mb / max(b['seconds'] - a['seconds'], 1e-9):.0f}"]
+    for case in ("product_serving_s3", "product_all_s3"):
+        if case in cases:
+            steps, size = cases[case].get("steps", {}), cases[case]["bytes"] / mb
+            parts = [
+                f"{name} {size / steps[name]:.0f}"
+                for name in ("stage", "publish")
+                if steps.get(name, 0) > 0.05
+            ]
+            out.append(f"{case}: " + (", ".join(parts) or "n/a"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int)
     parser.add_argument("--models", nargs="*")
+    parser.add_argument("--big", action="store_true", help=f"also {BIG}, {', '.join(BIG_CASES)}")
     args = parser.parse_args()
     models = args.models or (MODELS[:2] if args.quick else MODELS)
     runs = args.runs or (1 if args.quick else 3)
@@ -169,10 +196,11 @@ def main() -> None:
         "models": {},
     }
     try:
-        for model in models:
+        for model in models + ([BIG] if args.big else []):
             # Runs interleave the cases, so drift in the machine's speed hits all alike.
-            measured: dict[str, list[dict]] = {case: [] for case in [*CASES, REFERENCE]}
-            for run in range(runs):
+            cases = BIG_CASES if model == BIG else [*CASES, REFERENCE]
+            measured: dict[str, list[dict]] = {case: [] for case in cases}
+            for run in range(1 if model == BIG else runs):
                 for case in measured:
                     measured[case].append(run_case(model, case, s3))
                     print(

@@ -10,7 +10,6 @@ moments, ...).
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +19,13 @@ import numpy as np
 import tensorflow as tf
 
 from export_core import constants as c
+from export_core import tf_private
 from export_core.errors import (
     CustomObjectError,
     ExportValidationError,
     missing_custom_object_message,
 )
+from export_core.layer_state import copy_layer_state
 from export_core.tf_private import Functional, SafeModeScope
 from export_core.validate import ExportPlan
 
@@ -70,20 +71,25 @@ def clone_per_mode(
             registered and not in ``custom_objects``.
         ExportValidationError: The clone does not have the model's variables.
     """
-    clones = {}
-    for mode in plan.modes:
-        if not plan.cloneable:
-            # Cannot be rebuilt from a config: serving-only, traced as is. Tracing
-            # model(x, training=False) reads the model; it changes no state.
-            clones[mode] = model
-            continue
-        # The serving graph needs no optimizer: its clone is not compiled, which
-        # spares building the optimizer's slots (Adam: two per weight).
-        clone = _clone(model, plan, custom_objects, compile=mode != c.SERVE)
-        if mode != c.SERVE:
-            _copy_optimizer_state(model, clone)
-        clones[mode] = clone
-    return ModeClones(clones)
+    return ModeClones(
+        {mode: clone_for_mode(model, plan, mode, custom_objects) for mode in plan.modes}
+    )
+
+
+def clone_for_mode(
+    model: keras.Model, plan: ExportPlan, mode: str, custom_objects: Mapping[str, Any] | None = None
+) -> keras.Model:
+    """One mode's clone (see ``clone_per_mode``); a train clone also serves eval."""
+    if not plan.cloneable:
+        # Cannot be rebuilt from a config: serving-only, traced as is. Tracing
+        # model(x, training=False) reads the model; it changes no state.
+        return model
+    # The serving graph needs no optimizer: its clone is not compiled, which
+    # spares building the optimizer's slots (Adam: two per weight).
+    clone = _clone(model, plan, custom_objects, compile=mode != c.SERVE)
+    if mode != c.SERVE:
+        _copy_optimizer_state(model, clone)
+    return clone
 
 
 def _clone(
@@ -97,8 +103,6 @@ def _clone(
         # must clone. (Loading a config from disk stays in safe mode, see load.py.)
         with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
             clone = _clone_with_zero_init(model) or keras.models.clone_model(model)
-            if compile and model.compiled and not clone.compiled:
-                clone.compile_from_config(model.get_compile_config())
     except (TypeError, ValueError) as exc:
         raise CustomObjectError(
             missing_custom_object_message(f"Model '{model.name}'", exc)
@@ -106,8 +110,19 @@ def _clone(
     if not clone.built:
         copy_layer_state(model, clone, built=False)  # vocabularies before the first call
         clone(plan.inputs.zeros())
-    _copy_weights(model, clone)
+    # Layer state first: load_own_variables assigns into the clone's own
+    # variables, which must not yet be the model's (see _copy_weights). Compiling
+    # comes last: it builds the optimizer, keyed by the variables it then holds.
     copy_layer_state(model, clone)
+    _copy_weights(model, clone)
+    if compile and model.compiled:  # again if clone_model compiled it: see above
+        try:
+            with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
+                clone.compile_from_config(model.get_compile_config())
+        except (TypeError, ValueError) as exc:
+            raise CustomObjectError(
+                missing_custom_object_message(f"Model '{model.name}'", exc)
+            ) from exc
     return clone
 
 
@@ -124,11 +139,10 @@ def _clone_with_zero_init(model: keras.Model) -> keras.Model | None:
     if type(model) not in (Functional, keras.Sequential):
         return None
 
-    def rebuild(layer):
-        return layer.__class__.from_config(_zero_initializers(layer.get_config()))
-
     try:
-        return keras.models.clone_model(model, clone_function=rebuild)
+        # from_config, not clone_model: clone_model also compiles the clone, which
+        # builds an optimizer (Adam: two slots per weight) that is discarded.
+        return type(model).from_config(_zero_initializers(model.get_config()))
     except Exception:  # noqa: BLE001 - any failure here means "clone normally"
         return None
 
@@ -156,96 +170,31 @@ def _copy_weights(model: keras.Model, clone: keras.Model) -> None:
             "from_config() must rebuild the same layers in the same order."
         )
     for src, dst in zip(source, target, strict=True):
-        dst.assign(src.value)
+        if _can_share(src, dst):
+            # The clone reads the model's own variable: no copy of the weights.
+            # Tracing only captures it (graphs are never run here), and the
+            # checkpoint written from it holds exactly the model's values.
+            tf_private.share_backing_variable(dst, src)
+        else:
+            dst.assign(src.value)
 
 
-def copy_layer_state(model: keras.Model, clone: keras.Model, built: bool = True) -> None:
-    """Gives the clone's layers the state Keras keeps outside ``model.weights``.
+def _can_share(src: Any, dst: Any) -> bool:
+    """Whether ``dst`` can take ``src``'s backing ``tf.Variable`` as its own.
 
-    Preprocessing layers hold state that a config cannot carry and that copying
-    weights does not rebuild: an adapted ``Normalization`` recomputes its mean and
-    variance in ``finalize_state()``, adapted ``StringLookup``/``IntegerLookup``/
-    ``TextVectorization`` keep their vocabulary in a lookup table (and tf-idf
-    weights beside it). Keras's own ``.keras`` format moves that state with each
-    layer's ``save_own_variables``/``load_own_variables`` and
-    ``save_assets``/``load_assets``; so does this, layer by layer, for the layers
-    that can hold such state (not for plain layers: their weights are copied
-    already, and a LoRA-enabled layer's ``load_own_variables`` would merge its
-    adapters into the kernel). ``built=False`` moves only the assets, so that a
-    clone that is not built yet can be called. A vocabulary that was
-    read from a file is then read from the same file again, so the exported
-    graphs keep it as a file in ``assets/`` instead of a constant per MetaGraph.
-
-    Raises:
-        ExportValidationError: The clone's stateful layers differ from the model's.
+    Only when nothing the exported graph records about the variable would change:
+    its type, dtype, shape, trainability, aggregation and synchronization.
     """
-    sources, targets = _stateful_layers(model), _stateful_layers(clone)
-    if [type(x) for x in sources] != [type(x) for x in targets]:
-        raise ExportValidationError(
-            f"The clone of model '{model.name}' has different stateful layers than the "
-            f"model ({[type(x).__name__ for x in targets]} vs "
-            f"{[type(x).__name__ for x in sources]}); its get_config()/from_config() "
-            "must rebuild the same layers in the same order."
-        )
-    for source, target in zip(sources, targets, strict=True):
-        if built:
-            store: dict[str, Any] = {}
-            source.save_own_variables(store)
-            target.load_own_variables(store)
-        if hasattr(source, "save_assets") and hasattr(target, "load_assets"):
-            _copy_assets(source, target)
-        _reuse_vocabulary_file(source, target)
-
-
-def _stateful_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Layers that may hold state outside their weights: preprocessing layers
-    (``adapt``), layers with assets or that rebuild state in ``finalize_state``."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False)  # noqa: SLF001
-        if hasattr(layer, "adapt")
-        or hasattr(layer, "save_assets")
-        or hasattr(layer, "finalize_state")
-    ]
-
-
-def _copy_assets(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
-    lookup = getattr(source, "_lookup_layer", source)
-    if hasattr(source, "set_vocabulary") and hasattr(lookup, "get_vocabulary"):
-        # Lookup layers (StringLookup, IntegerLookup, TextVectorization) move their
-        # vocabulary in memory. Through Keras's vocabulary.txt an empty-string
-        # token (a legitimate category) is dropped as a trailing blank line, and a
-        # padded tf-idf layer's weights no longer fit (Keras 3.15's own
-        # save/load_model fails on both).
-        vocabulary = source.get_vocabulary(include_special_tokens=True)
-        extra = {}
-        if getattr(lookup, "output_mode", None) == "tf_idf":
-            extra["idf_weights"] = lookup.idf_weights_const.numpy()[: len(vocabulary)]
-        target.set_vocabulary(vocabulary, **extra)
-        return
-    with tempfile.TemporaryDirectory(prefix="keras-export-assets-") as folder:
-        source.save_assets(folder)
-        target.load_assets(folder)
-
-
-def _reuse_vocabulary_file(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
-    """Points a lookup clone at the vocabulary file its original was built from."""
-    initializer = getattr(getattr(source, "lookup_table", None), "_initializer", None)
-    if not isinstance(initializer, tf.lookup.TextFileInitializer):
-        return
-    filename = initializer._filename  # noqa: SLF001 - a tracked Asset, or a str
-    path = filename.asset_path if isinstance(filename, tf.saved_model.Asset) else filename
-    path = path.numpy().decode() if hasattr(path, "numpy") else str(path)
-    if not tf.io.gfile.exists(path):
-        log.warning(
-            "Layer '%s' was built from vocabulary file %s, which no longer exists; the "
-            "export embeds the vocabulary the layer holds in memory instead.",
-            source.name,
-            path,
-        )
-        return
-    with SafeModeScope(False):  # the caller's own file, already loaded once
-        target.set_vocabulary(path)
+    a, b = getattr(src, "value", None), getattr(dst, "value", None)
+    if not isinstance(a, tf.Variable) or not isinstance(b, tf.Variable) or type(a) is not type(b):
+        return False
+    return (
+        a.dtype == b.dtype
+        and tuple(a.shape) == tuple(b.shape)
+        and a.trainable == b.trainable
+        and a.aggregation == b.aggregation
+        and a.synchronization == b.synchronization
+    )
 
 
 def _copy_optimizer_state(model: keras.Model, clone: keras.Model) -> None:
@@ -269,5 +218,8 @@ def _copy_optimizer_state(model: keras.Model, clone: keras.Model) -> None:
                 "variables that its clone does not; export with serving_only=True."
             )
         pairs = list(zip(source.variables, optimizer.variables, strict=True))
-    for src, dst in pairs:
-        dst.assign(src.value)
+    for src, dst in pairs:  # shared like the weights (see _copy_weights)
+        if _can_share(src, dst):
+            tf_private.share_backing_variable(dst, src)
+        else:
+            dst.assign(src.value)

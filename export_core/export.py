@@ -18,15 +18,14 @@ from typing import Any
 import keras
 
 from export_core import pipeline, storage
-from export_core.clone import clone_per_mode
 from export_core.errors import ExportValidationError
+from export_core.golden import write_golden
 from export_core.lineage import check_metadata, collect_lineage
 from export_core.preflight import check_keep
-from export_core.trace import trace_modes
+from export_core.staged import build_staged
 from export_core.validate import validate_export
-from export_core.verify import FULL, ParityReport
+from export_core.verify import FULL, ParityReport, golden_for
 from export_core.warmup import write_warmup
-from export_core.write import write_checkpoint, write_proto
 
 log = logging.getLogger(__name__)
 
@@ -194,29 +193,33 @@ def run_export(
         sample_inputs=sample_inputs,
     )
     lap("validate")
-    clones = clone_per_mode(model, plan, custom_objects)
-    lap("clone")
-    traced = trace_modes(clones, plan)
-    lap("trace")
-    lap.seconds.update({f"trace:{mode}": t for mode, t in traced.seconds.items()})
+    # The model's outputs on the golden inputs first, while nothing else is held:
+    # an eager Functional call keeps every layer's activations until it returns.
+    golden = golden_for(model, plan.inputs, sample_inputs) if verify or warmup else None
+    lap("golden")
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
-    build_dir = storage.new_build_dir(dest, plan.timestamped)
+    build_dir: str | None = None
     staging = None
+
+    def make_build_dir() -> str:  # once every mode has traced
+        nonlocal build_dir
+        if build_dir is None:
+            build_dir = storage.new_build_dir(dest, plan.timestamped)
+        return build_dir
+
     try:
-        write_checkpoint(traced, build_dir)
-        lap("write_checkpoint")
-        write_proto(traced, plan, build_dir)
-        if verify or warmup:
-            pipeline.write_golden_data(build_dir, model, plan, sample_inputs)
+        # Each clone is traced, written and freed before the next (see staged).
+        trace_seconds, _ = build_staged(model, plan, make_build_dir, custom_objects, lap)
+        build_dir = make_build_dir()
+        lap.seconds.update({f"trace:{mode}": t for mode, t in trace_seconds.items()})
+        if golden is not None:
+            write_golden(build_dir, golden)
+            del golden
         if warmup:
             write_warmup(build_dir, plan.inputs)
-        lap("write_proto")
+        lap("golden_write")
         diff = pipeline.gate_signatures(build_dir, plan, compare_label, allow_breaking_signature)
         lap("signature_gate")
-        clone_bytes = clones.nbytes()
-        del clones, traced  # a weight copy per mode, graphs: freed before verify
-        release_clones(clone_bytes)
-        lap("release_clones")
 
         def verify_step():
             if not verify:
@@ -244,7 +247,8 @@ def run_export(
             log.warning("%s", warning)
         lap("publish")
     finally:
-        storage.cleanup(build_dir, dest, staging)
+        if build_dir is not None:
+            storage.cleanup(build_dir, dest, staging)
     published = outcome.published
     return ExportResult(
         published.path, published.version, plan.modes, parity, lap.seconds, outcome.warnings

@@ -112,3 +112,14 @@ def parse_saved_model(path: str) -> saved_model_pb2.SavedModel:
 
 def dtype_name(enum: int) -> str:
     return dtypes.as_dtype(enum).name
+
+
+@guarded
+def share_backing_variable(dst: Any, src: Any) -> None:
+    """Makes the Keras variable ``dst`` read ``src``'s backing ``tf.Variable``.
+
+    Keras 3 keeps a variable's storage in ``_value``; its public ``assign`` would copy.
+    """
+    if not hasattr(dst, "_value"):
+        raise AttributeError("keras.Variable._value")
+    dst._value = src.value  # noqa: SLF001

@@ -16,6 +16,7 @@ else in verification. The loads run one after the other (see ``THREADS``).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -109,8 +110,8 @@ def verify_reload(
         mode_feeds = feeds if mode == c.SERVE else None
         loads[f"tf1:{tag}"] = lambda t=tag, f=mode_feeds: _run_tf1(saved_model_dir, t, f)
         if full or mode == c.SERVE:
-            loads[f"tf2:{tag}"] = lambda t=tag, f=mode_feeds: _run_tf2(
-                saved_model_dir, t, f, n_graphs
+            loads[f"tf2:{tag}"] = lambda t=tag, f=mode_feeds: _freed(
+                _run_tf2, saved_model_dir, t, f, n_graphs
             )
     if model is not None:
         expected = _expected(model, inputs, feeds)
@@ -183,6 +184,19 @@ def _run_tf1(path: str, tag: str, feeds: dict | None) -> dict[str, np.ndarray] |
             f"The '{tag}' MetaGraph of {path} failed in the TF1 session loader "
             f"(the path of saved_model_cli and TensorFlow Serving): {exc}"
         ) from exc
+
+
+def _freed(load: Callable[..., Any], *args: Any) -> Any:
+    """Runs a TF2 load and collects what it loaded before the next load starts.
+
+    The object ``tf.saved_model.load`` returns holds reference cycles: without a
+    collection its variables (a copy of every weight) stay alive while the next
+    MetaGraph restores its own.
+    """
+    try:
+        return load(*args)
+    finally:
+        gc.collect()
 
 
 def _run_tf2(path: str, tag: str, feeds: dict | None, n_graphs: int):

@@ -41,7 +41,12 @@ def write_checkpoint(traced: TracedModes, build_dir: str) -> WrittenFiles:
     """
     modes = list(traced)
     richest = max(modes, key=lambda m: len(_groups(m)))
-    _check_same_layout(richest, modes)
+    check_same_layout(layout(richest), richest.mode, [(m.mode, layout(m)) for m in modes])
+    return write_checkpoint_of(richest, build_dir)
+
+
+def write_checkpoint_of(richest: TracedMode, build_dir: str) -> WrittenFiles:
+    """Writes the checkpoint from one mode's variables (the one with every group)."""
     prefix = os.path.join(build_dir, c.VARIABLES_PREFIX)
     tf.train.Checkpoint(**_groups(richest)).write(prefix)
     files = sorted(
@@ -54,19 +59,35 @@ def _groups(traced: TracedMode) -> dict[str, list]:
     return {g: list(getattr(traced.root, g)) for g in GROUPS if hasattr(traced.root, g)}
 
 
-def _check_same_layout(reference: TracedMode, modes: list[TracedMode]) -> None:
-    ref = _groups(reference)
-    for mode in modes:
-        for group, variables in _groups(mode).items():
-            if [tuple(v.shape) for v in variables] != [tuple(v.shape) for v in ref[group]]:
+def layout(traced: TracedMode) -> dict[str, list[tuple]]:
+    """The shapes of a mode's variables, by group: what its restore op reads."""
+    return {g: [tuple(v.shape) for v in variables] for g, variables in _groups(traced).items()}
+
+
+def check_same_layout(
+    reference: Mapping[str, list], name: str, modes: list[tuple[str, Mapping[str, list]]]
+) -> None:
+    """Raises ExportError unless every mode's groups match ``reference``'s."""
+    for mode, groups in modes:
+        for group, shapes in groups.items():
+            if shapes != reference.get(group):
                 raise ExportError(
-                    f"The '{mode.mode}' graph's {group} differ from the "
-                    f"'{reference.mode}' graph's; their clones are not identical."
+                    f"The '{mode}' graph's {group} differ from the "
+                    f"'{name}' graph's; their clones are not identical."
                 )
 
 
 def write_proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> WrittenFiles:
     """Writes the merged ``saved_model.pb`` (or ``.pbtxt``) and the model's JSON."""
+    return write_saved_model([build_meta_graph(mode) for mode in traced], plan, build_dir)
+
+
+def write_saved_model(
+    built: list[tuple[meta_graph_pb2.MetaGraphDef, dict[str, str]]],
+    plan: ExportPlan,
+    build_dir: str,
+) -> WrittenFiles:
+    """``write_proto`` from MetaGraphs already built (``build_meta_graph``), in order."""
     written = []
     if plan.model_json is not None:
         os.makedirs(os.path.join(build_dir, c.ASSETS_DIR), exist_ok=True)
@@ -77,8 +98,7 @@ def write_proto(traced: TracedModes, plan: ExportPlan, build_dir: str) -> Writte
         saved_model_schema_version=tf_private.SAVED_MODEL_SCHEMA_VERSION
     )
     assets: dict[str, str] = {}
-    for mode in traced:
-        meta_graph, mode_assets = build_meta_graph(mode)
+    for meta_graph, mode_assets in built:
         saved_model.meta_graphs.add().CopyFrom(meta_graph)
         assets.update(mode_assets)
     written.extend(copy_assets(assets, build_dir, taken=set(written)))
