@@ -108,6 +108,7 @@ def run_case(case: str, model: keras.Model, work: str, s3_url: str | None) -> di
             prefix = f"bench/baseline/{os.getpid()}"
             fs.put(files, [f"{prefix}/{os.path.relpath(f, local)}" for f in files])
             out["seconds"] = time.perf_counter() - t
+            fs.rm(prefix, recursive=True)  # the S3 server keeps objects on its disk
         return out
     if case == "keras_train_step":
         return keras_train_step(model)
@@ -128,6 +129,7 @@ def run_case(case: str, model: keras.Model, work: str, s3_url: str | None) -> di
     out["steps"] = dict(result.seconds)
     if case.endswith("_s3"):
         out["bytes"] = tree_bytes(fs, result.path.removeprefix("s3://"))
+        fs.rm(base.removeprefix("s3://"), recursive=True)  # the server keeps objects on disk
     else:
         out["bytes"] = sum(
             os.path.getsize(os.path.join(r, f)) for r, _, fs_ in os.walk(result.path) for f in fs_

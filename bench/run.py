@@ -25,7 +25,9 @@ MODELS = ["mlp", "mobilenetv2", "resnet50", "dense100m", "dense1g"]
 # dense3g (3 GB of float32 weights) runs only the cases that show it fits: all modes
 # with verification, locally and to S3, beside the baselines (see --big).
 BIG = "dense3g"
-BIG_CASES = ["baseline_a", "baseline_b", "product_all_local", "product_all_s3"]
+# Only the local cases: moto's server assembles a multipart upload in memory and was
+# seen to die on dense3g's 6 GB shard (baseline B), which says nothing about the product.
+BIG_CASES = ["baseline_a", "product_all_local"]
 CASES = [
     "baseline_a",
     "baseline_b",
@@ -109,7 +111,7 @@ def report(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, cases in results["models"].items():
-        a, b = cases["baseline_a"], cases["baseline_b"]
+        a, b = cases["baseline_a"], cases.get("baseline_b")
         cases = {k: v for k, v in cases.items() if k in CASES}
         for case, r in cases.items():
             if case == REFERENCE:
@@ -123,7 +125,7 @@ def report(results: dict) -> str:
                 f"{peak / r['weight_bytes']:.2f} | "
                 f"{(peak - base['peak_rss_above_start']) / r['weight_bytes']:.2f} |"
             )
-    lines += ["", "Upload speed to S3, MB/s (bytes the step moved / its seconds):", ""]
+    lines += ["", "Getting the bytes to S3, MB/s (see upload_rates):", ""]
     for model, cases in results["models"].items():
         lines.append(f"- {model}: " + "; ".join(upload_rates(cases)))
     for case in ("product_all_local", "product_serving_s3"):
@@ -160,20 +162,26 @@ def report(results: dict) -> str:
 
 
 def upload_rates(cases: dict) -> list[str]:
-    """fs.put's rate in baseline B beside the product's stage (upload) and publish steps."""
+    """MB/s of getting the bytes to S3: baseline B's ``fs.put`` (B - A seconds) beside the
+    product's (the S3 case's seconds minus the same case's local seconds). The product's
+    upload overlaps verification, so its own step times would not say."""
     mb = 1024 * 1024
-    a, b = cases["baseline_a"], cases["baseline_b"]
+    a, b = cases["baseline_a"], cases.get("baseline_b")
+    if b is None:
+        return ["not measured"]
     out = [f"fs.put {b['bytes'] / mb / max(b['seconds'] - a['seconds'], 1e-9):.0f}"]
     for case in ("product_serving_s3", "product_all_s3"):
-        if case in cases:
-            steps, size = cases[case].get("steps", {}), cases[case]["bytes"] / mb
-            parts = [
-                f"{name} {size / steps[name]:.0f}"
-                for name in ("stage", "publish")
-                if steps.get(name, 0) > 0.05
-            ]
-            out.append(f"{case}: " + (", ".join(parts) or "n/a"))
+        local = cases.get(case.replace("_s3", "_local"))
+        if case in cases and local:
+            extra = cases[case]["seconds"] - local["seconds"]
+            rate = f"{cases[case]['bytes'] / mb / extra:.0f}" if extra > 0.05 else "n/a"
+            out.append(f"{case} {rate} (+{extra:.2f} s over local)")
     return out
+
+
+def save(results: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
 
 
 def main() -> None:
@@ -182,9 +190,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int)
     parser.add_argument("--models", nargs="*")
     parser.add_argument("--big", action="store_true", help=f"also {BIG}, {', '.join(BIG_CASES)}")
+    parser.add_argument("--report", metavar="JSON", help="only print the table of a saved run")
     args = parser.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            print(report(json.load(f)))
+        return
     models = args.models or (MODELS[:2] if args.quick else MODELS)
     runs = args.runs or (1 if args.quick else 3)
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    path = os.path.join(HERE, "results", time.strftime("%Y%m%d-%H%M%S") + ".json")
     proc, s3 = start_s3()
     results: dict = {
         "machine": {
@@ -199,6 +214,8 @@ def main() -> None:
         for model in models + ([BIG] if args.big else []):
             # Runs interleave the cases, so drift in the machine's speed hits all alike.
             cases = BIG_CASES if model == BIG else [*CASES, REFERENCE]
+            if model == "dense1g":  # all modes to S3: 3 GB through moto, over 3 minutes a run
+                cases = [c for c in cases if c != "product_all_s3"]
             measured: dict[str, list[dict]] = {case: [] for case in cases}
             for run in range(1 if model == BIG else runs):
                 for case in measured:
@@ -210,13 +227,11 @@ def main() -> None:
                         flush=True,
                     )
             results["models"][model] = {case: median_of(m) for case, m in measured.items()}
+            save(results, path)  # after every model: a crash late in a long run keeps the rest
         results["flow"] = median_of([run_case(models[0], "flow_overhead", s3)])
     finally:
         proc.terminate()
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", time.strftime("%Y%m%d-%H%M%S") + ".json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+    save(results, path)
     print(report(results))
     print(f"\nJSON: {path}")
 
