@@ -37,7 +37,11 @@ def make_inputs(root: str) -> dict[str, str]:
     with open(text, "w") as handle:
         handle.write("not a model\n")
     os.makedirs(os.path.join(root, "empty"))
-    return {"model": model, "text": text, "empty": os.path.join(root, "empty")}
+    export = os.path.join(root, "exported")
+    subprocess.run(
+        [CLI, "export", model, export, "--no-timestamp"], check=True, capture_output=True
+    )
+    return {"model": model, "text": text, "empty": os.path.join(root, "empty"), "export": export}
 
 
 def cases(root: str, files: dict[str, str]) -> dict[str, list[str]]:
@@ -59,6 +63,10 @@ def cases(root: str, files: dict[str, str]) -> dict[str, list[str]]:
         "export: signature of the wrong rank (loads the model)": [
             "export", files["model"], registry, "--input-signature", '[{"shape": [null, 3, 1]}]'
         ],
+        "export: a tiny model, all modes, verified (Prefect's temporary API, cold)": [
+            "export", files["model"], os.path.join(root, "published"),
+        ],
+        "inspect: a real export (TensorFlow imported)": ["inspect", files["export"]],
         "export: unreachable S3 endpoint": [
             "export", files["model"], "s3://b/m", "--storage-options",
             '{"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s"}',

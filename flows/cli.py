@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -190,41 +189,11 @@ def preflight(args) -> dict | None:
     return options
 
 
-def run_export_command(args, options: dict | None, stream) -> dict:
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from export_core import storage
-    from keras_export.flows.export import export_keras_model
-
-    bar = Progress("upload", stream)
-    with storage.progress_listener(bar):
-        try:
-            return export_keras_model(
-                model=args.model,
-                destination=args.dest,
-                serving_only=args.serving_only,
-                modes=args.modes.split(",") if args.modes else None,
-                as_text=args.as_text,
-                input_signature=json.loads(args.input_signature) if args.input_signature else None,
-                custom_objects=args.custom_object,
-                storage_options=options,
-                credentials=args.credentials,
-                source_credentials=args.source_credentials,
-                keep_versions=args.keep_versions,
-                sample_inputs=args.sample_inputs,
-                timestamped=not args.no_timestamp,
-                full_verify=args.full_verify,
-                metadata=json.loads(args.metadata) if args.metadata else None,
-                compare_label=args.compare_label,
-                allow_breaking_signature=args.allow_breaking_signature,
-                warmup=args.warmup,
-            )
-        finally:
-            bar.close()
-
-
 def run_command(args, stream) -> Any:
     options = preflight(args)
     if args.command == "export":
+        from keras_export.flows.cli_export import run_export_command
+
         return run_export_command(args, options, stream)
     from export_core import registry, storage
 
