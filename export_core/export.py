@@ -6,7 +6,6 @@ validate → clone-per-mode → trace → write-checkpoint → write-proto → v
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 import uuid
@@ -28,21 +27,6 @@ from export_core.verify import FULL, ParityReport, golden_for
 from export_core.warmup import write_warmup
 
 log = logging.getLogger(__name__)
-
-RELEASE_THRESHOLD = 32 * 2**20
-
-
-def release_clones(clone_bytes: int) -> None:
-    """Frees the per-mode clones and traced graphs the caller has let go of.
-
-    Keras models hold reference cycles, so dropping the names is not enough; a
-    collection returns their weights (a copy per mode) before verify-reload loads
-    the SavedModel again. A full collection costs about 0.2 s whatever the model
-    (it walks every object TensorFlow and Keras hold), so it only runs when the
-    clones hold more than ``RELEASE_THRESHOLD`` bytes of variables.
-    """
-    if clone_bytes > RELEASE_THRESHOLD:
-        gc.collect()
 
 
 class StepClock:

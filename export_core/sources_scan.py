@@ -9,15 +9,6 @@ from export_core import sources, storage
 from export_core.errors import ExportValidationError
 
 
-def newest_keras_file(prefix: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """The URI of the most recently modified ``.keras`` file under ``prefix``.
-
-    Raises:
-        ExportValidationError: No ``.keras`` file is found there.
-    """
-    return newest_keras_object(prefix, storage_options)[0]
-
-
 def newest_keras_object(
     prefix: str, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[str, dict | None]:

@@ -19,10 +19,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
-import numpy as np
 
 from export_core import constants as c
-from export_core.clone import clone_for_mode
+from export_core.clone import ModeClones, clone_for_mode
 from export_core.trace import TracedMode, trace_serve, trace_supervised
 from export_core.validate import ExportPlan
 from export_core.write import (
@@ -34,8 +33,6 @@ from export_core.write import (
     write_saved_model,
 )
 
-# A full collection costs about 0.2 s whatever the model; run it only when a
-# clone holds more than this in variables (see export.release_clones).
 RELEASE_THRESHOLD = 32 * 2**20
 
 
@@ -83,7 +80,7 @@ def build_staged(
         clock = step("write_checkpoint", clock)
     held = _held_bytes(clone, plan)
     del clone, serve
-    _release(held)
+    release_clones(held)
     clock = step("release_clones", clock)
     if supervised:
         clone = clone_for_mode(model, plan, supervised[0], custom_objects)
@@ -104,7 +101,7 @@ def build_staged(
         clock = step("write_checkpoint", clock)
         held = _held_bytes(clone, plan)
         del clone, traced, richest
-        _release(held)
+        release_clones(held)
         clock = step("release_clones", clock)
     files = write_saved_model([built.pop(m) for m in plan.modes], plan, build_dir())
     step("write_proto", clock)
@@ -123,15 +120,17 @@ def _report(lap: Callable[[str], None], name: str, seconds: float) -> None:
 
 def _held_bytes(clone: keras.Model, plan: ExportPlan) -> int:
     """Bytes of the variables a clone holds (0 for the caller's own model)."""
-    if not plan.cloneable:
-        return 0
-    optimizer = getattr(clone, "optimizer", None)
-    variables = list(clone.weights) + (list(optimizer.variables) if optimizer else [])
-    return sum(int(np.prod(v.shape)) * 4 for v in variables)
+    return ModeClones({"clone": clone}).nbytes() if plan.cloneable else 0
 
 
-def _release(held: int) -> None:
-    """Collects a freed clone's reference cycles (Keras models hold them), so its
-    memory is reused by the next step; only worth 0.2 s when it held much."""
-    if held > RELEASE_THRESHOLD:
+def release_clones(clone_bytes: int) -> None:
+    """Frees the clones and traced graphs the caller has let go of.
+
+    Keras models hold reference cycles, so dropping the names is not enough; a
+    collection returns their memory before the next step needs it. A full
+    collection costs about 0.2 s whatever the model (it walks every object
+    TensorFlow and Keras hold), so it only runs when the clones hold more than
+    ``RELEASE_THRESHOLD`` bytes of variables.
+    """
+    if clone_bytes > RELEASE_THRESHOLD:
         gc.collect()

@@ -13,9 +13,10 @@ import keras
 from prefect import Flow, get_run_logger
 
 from export_core import pipeline, sources, storage
-from export_core.export import StepClock, release_clones
+from export_core.export import StepClock
 from export_core.lineage import check_metadata, collect_lineage
 from export_core.preflight import check_keep
+from export_core.staged import release_clones
 from keras_export.flows.announce import _size, announce
 from keras_export.tasks import steps
 from keras_export.tasks.credentials import (
