@@ -53,38 +53,34 @@ def build_deployments(
         description="Export the newest trained model under the source prefix.",
         tags=["keras-export"],
     )
-    triggered = export_keras_model.to_deployment(
-        name="on-training-completed",
-        triggers=[
-            DeploymentEventTrigger(
-                expect={TRAINING_COMPLETED},
-                parameters={
-                    "model": "{{ event.payload.model_uri }}",
-                    "destination": "{{ event.payload.destination }}",
-                    **block,
-                },
-            )
-        ],
-        description="Export the model a finished training run announces.",
-        tags=["keras-export"],
+    triggered = _on_event(
+        export_keras_model,
+        "on-training-completed",
+        TRAINING_COMPLETED,
+        {"model": "model_uri", "destination": "destination"},
+        block,
+        "Export the model a finished training run announces.",
     )
-    promoter = promote_version.to_deployment(
-        name="on-evaluation-passed",
-        triggers=[
-            DeploymentEventTrigger(
-                expect={EVALUATION_PASSED},
-                parameters={
-                    "base": "{{ event.payload.base }}",
-                    "version": "{{ event.payload.version }}",
-                    "label": "{{ event.payload.label }}",
-                    **block,
-                },
-            )
-        ],
-        description="Move a label to a version that passed its evaluation.",
-        tags=["keras-export"],
+    promoter = _on_event(
+        promote_version,
+        "on-evaluation-passed",
+        EVALUATION_PASSED,
+        {"base": "base", "version": "version", "label": "label"},
+        block,
+        "Move a label to a version that passed its evaluation.",
     )
     return [scheduled, triggered, promoter]
+
+
+def _on_event(flow, name: str, event: str, payload: dict, block: dict, description: str):
+    """A deployment run by ``event``; each parameter is taken from the named payload field."""
+    parameters = {k: f"{{{{ event.payload.{field} }}}}" for k, field in payload.items()}
+    return flow.to_deployment(
+        name=name,
+        triggers=[DeploymentEventTrigger(expect={event}, parameters={**parameters, **block})],
+        description=description,
+        tags=["keras-export"],
+    )
 
 
 def main() -> None:
