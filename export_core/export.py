@@ -182,6 +182,7 @@ def run_export(
     golden = golden_for(model, plan.inputs, sample_inputs) if verify or warmup else None
     lap("golden")
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
+    build_id = build_id or uuid.uuid4().hex  # recorded in the claim and the manifest
     build_dir: str | None = None
     staging = None
 
@@ -213,7 +214,7 @@ def run_export(
             return parity
 
         with ThreadPoolExecutor(1, thread_name_prefix="stage") as pool:
-            upload = pool.submit(pipeline.stage_build, build_dir, plan, source)
+            upload = pool.submit(pipeline.stage_build, build_dir, plan, source, None, build_id)
             draft, staging, parity = pipeline.stage_while_verifying(upload, verify_step, plan)
         lap("stage")  # what the upload took beyond verification (they overlap)
         lineage = collect_lineage(source, metadata, diff.version if diff else None)
@@ -224,7 +225,7 @@ def run_export(
             draft,
             parity,
             keep_versions,
-            build_id or uuid.uuid4().hex,
+            build_id,
             lineage=lineage,
         )
         for warning in outcome.warnings:

@@ -33,11 +33,14 @@ def stage_build(
     plan: ExportPlan,
     source: Mapping[str, Any] | None = None,
     progress: storage.ProgressFn | None = None,
+    build_id: str | None = None,
 ):
     """Describes the build (manifest without parity), uploads and confirms it.
 
     ``progress(bytes_done, bytes_total)`` is called after each uploaded file.
-    Returns the draft manifest and the staging prefix (None for local builds).
+    Returns the draft manifest and what was staged (None for local builds): a
+    staging prefix, or on S3 the pending uploads of the version claimed for
+    ``build_id`` (see ``storage.direct``).
 
     Raises:
         StorageError: The upload failed.
@@ -46,10 +49,10 @@ def stage_build(
     """
     draft = mf.build_manifest(build_dir, source=source)
     dest = storage.Destination.parse(plan.destination, plan.storage_options)
-    staging = storage.stage(build_dir, dest, plan.timestamped, progress)
+    staging = storage.stage(build_dir, dest, plan.timestamped, progress, build_id)
     if staging is not None:
         try:
-            storage.confirm_landed(dest, build_dir, staging, draft.files)
+            storage.confirm_staged(dest, build_dir, staging, draft.files)
         except BaseException:
             storage.cleanup_staging(dest, staging)
             raise
@@ -163,7 +166,7 @@ class Outcome:
 
 def publish_version(
     build_dir: str,
-    staging: str | None,
+    staging: storage.Staged | None,
     plan: ExportPlan,
     draft: mf.Manifest,
     parity: ParityReport | None,

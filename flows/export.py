@@ -154,15 +154,15 @@ def export_keras_model(
         release_clones(clone_bytes)
         lap("release_clones")
         # The upload runs on the task runner while this thread verifies the build.
-        upload = steps.stage.submit(build_dir, plan, source, access)
+        upload = steps.stage.submit(build_dir, plan, source, access, build_id())
 
         def verify_step():
             parity = steps.verify(build_dir, keras_model, plan, samples, full_verify)
             lap("verify_reload")
             return parity
 
-        def discard_staged(prefix: str) -> None:
-            steps.discard(None, plan, access, prefix)
+        def discard_staged(staged: storage.Staged) -> None:
+            steps.discard(None, plan, access, staged)
 
         draft, staging, parity = pipeline.stage_while_verifying(
             upload, verify_step, plan, discard_staged

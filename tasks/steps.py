@@ -129,15 +129,21 @@ def gate(
 
 @task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def stage(
-    build_dir: str, plan: ExportPlan, source: dict, access: StorageAccess
-) -> tuple[Manifest, str | None]:
+    build_dir: str,
+    plan: ExportPlan,
+    source: dict,
+    access: StorageAccess,
+    build_id: str | None = None,
+) -> tuple[Manifest, storage.Staged | None]:
     logger = get_run_logger()
 
     def progress(done: int, total: int) -> None:
         logger.info("Uploaded %d / %d bytes (%.0f%%)", done, total, 100.0 * done / max(total, 1))
 
     try:
-        return pipeline.stage_build(build_dir, with_storage(plan, access), source, progress)
+        return pipeline.stage_build(
+            build_dir, with_storage(plan, access), source, progress, build_id
+        )
     except ExportError as exc:
         raise naming_credentials(exc, access) from exc
 
@@ -152,7 +158,7 @@ def verify(
 @task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def publish(
     build_dir: str,
-    staging: str | None,
+    staging: storage.Staged | None,
     plan: ExportPlan,
     draft: Manifest,
     parity: ParityReport,
@@ -189,7 +195,9 @@ def publish(
 
 
 @task(name="discard", cache_policy=NO_CACHE)
-def discard(build_dir: str | None, plan: ExportPlan, access: StorageAccess, staging: str | None):
+def discard(
+    build_dir: str | None, plan: ExportPlan, access: StorageAccess, staging: storage.Staged | None
+):
     """Removes the local build and what was staged remotely (after success or failure)."""
     if build_dir is not None:
         storage.remove_build_dir(build_dir)

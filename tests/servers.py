@@ -232,7 +232,8 @@ class FaultyProxy:
 
 
 class RecordingProxy(FaultyProxy):
-    """A proxy that records every request line clients send and the bytes servers return.
+    """A proxy that records every request line clients send, the bytes they send, the
+    server-side copies they ask for, and the bytes servers return.
 
     What the store saw is the honest measure of what a client read: a read of an
     object, by any code path of any client library, is a GET of that object.
@@ -243,11 +244,11 @@ class RecordingProxy(FaultyProxy):
     def __init__(self, target_port: int) -> None:
         super().__init__(target_port)
         self.requests: list[tuple[str, str]] = []
-        self.bytes_returned = 0
+        self.bytes_returned = self.bytes_sent = self.copies = 0
 
     def reset(self) -> None:
         with self._lock:
-            self.requests, self.bytes_returned = [], 0
+            self.requests, self.bytes_returned, self.bytes_sent, self.copies = [], 0, 0, 0
 
     def _sent(self):
         tail = b""
@@ -256,9 +257,13 @@ class RecordingProxy(FaultyProxy):
             nonlocal tail
             buffer = tail + data  # a request line may straddle two chunks
             with self._lock:
+                self.bytes_sent += len(data)
                 for match in self._REQUEST.finditer(buffer):
                     if match.end() > len(tail):  # not counted with the previous chunk
                         self.requests.append((match[1].decode(), match[2].decode()))
+                        # A server-side copy (S3 CopyObject / UploadPartCopy) names its source.
+                        head = buffer[match.end() : match.end() + 8192].split(b"\r\n\r\n")[0]
+                        self.copies += b"x-amz-copy-source:" in head.lower()
             tail = buffer[-4096:]
 
         return seen

@@ -196,15 +196,23 @@ def test_s3_server_dying_mid_upload_publishes_nothing_and_a_rerun_succeeds(s3_se
         fs.invalidate_cache()
         leftovers = [p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/registry", detail=False)]
         assert [n for n in leftovers if n.isdigit()] == ["1000"], "no new integer version"
-        assert all(n == "1000" or n.startswith(".staging-") for n in leftovers), leftovers
+        assert all(n in ("1000", ".claims") for n in leftovers), leftovers
         assert fs.cat(f"{bucket}/registry/1000/saved_model.pb") == b"existing version"
         export_core.storage.sweep_staging(dest, older_than=0)  # the export is known dead
+        assert pending_uploads(fs, bucket) == [], "the sweep aborted the dead export's uploads"
         path = export_core.export_saved_model(model, base, storage_options=options)
         fs.invalidate_cache()
         names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/registry", detail=False))
         assert names == ["1000", path.rsplit("/", 1)[-1]]
     finally:
         proxy.stop()
+
+
+def pending_uploads(fs, bucket: str) -> list[str]:
+    """Keys of the multipart uploads S3 still holds open in ``bucket``."""
+    return [
+        u["Key"] for u in fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])
+    ]
 
 
 KILLED_EXPORT = """
@@ -252,11 +260,17 @@ def test_process_killed_between_steps_leaves_no_version_and_rerun_succeeds(
     fs.invalidate_cache()
     names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)]
     assert [n for n in names if n.isdigit()] == ["1000"], "no new integer version"
-    assert all(n == "1000" or n.startswith(".staging-") for n in names), names
+    # S3 builds wait as pending uploads in a claimed version; elsewhere in staging.
+    assert all(n in ("1000", ".claims") or n.startswith(".staging-") for n in names), names
     assert fs.cat(f"{base}/1000/saved_model.pb") == b"existing version"
     dest = export_core.storage.Destination.parse(uri, options)
+    bucket = base.split("/")[0]
+    if backend_name == "s3":
+        assert pending_uploads(fs, bucket), "the killed export's uploads are still open"
     assert not export_core.storage.sweep_staging(dest), "fresh staging may still be in use"
     assert export_core.storage.sweep_staging(dest, older_than=0), "swept once known dead"
+    if backend_name == "s3":
+        assert pending_uploads(fs, bucket) == [], "the sweep aborted them"
     path = export_core.export_saved_model(
         models.functional_regressor(), uri, storage_options=options
     )

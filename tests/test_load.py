@@ -9,8 +9,8 @@ a bigger model, is killed with SIGKILL in the middle of its upload.
 Checked: all 16 succeed with distinct versions (no duplicate publishes); the
 watcher never saw a version whose ``saved_model.pb`` was visible before the rest
 of its files; afterwards exactly the newest 3 complete versions remain, and no
-staging folder or claim but the killed writer's, which gc removes only once it is
-older than the threshold (here: forced with ``--older-than 0``). The figures are
+staging folder or claim (and on S3 no open upload) but the killed writer's, which
+gc removes only once it is older than the threshold (here: forced with ``--older-than 0``). The figures are
 printed for the README's table.
 """
 
@@ -31,6 +31,7 @@ import pytest
 pytestmark = pytest.mark.load
 
 WRITERS = 16
+SHARD = "variables/variables.data-00000-of-00001"
 KEEP = 3
 CLI = os.path.join(os.path.dirname(sys.executable), "keras-export")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,20 +118,34 @@ def staging_names(fs, path: str) -> list[str]:
     return [n for n in names if n.startswith(".staging-")]
 
 
-def kill_mid_upload(fs, path: str, victim: subprocess.Popen) -> str:
-    """SIGKILLs the victim while its checkpoint shard is uploading; returns its staging.
+def pending_shards(fs, path: str) -> list[str]:
+    """S3: keys of the checkpoint shards whose multipart uploads are open under ``path``."""
+    bucket, prefix = path.split("/", 1)
+    listed = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=f"{prefix}/")
+    return [u["Key"] for u in listed.get("Uploads", []) if u["Key"].endswith(SHARD)]
 
-    Staging receives the small files first and the big shard after them, so a
-    staging folder with files but no shard yet is an upload in the middle.
+
+def kill_mid_upload(fs, path: str, victim: subprocess.Popen, backend: str) -> str:
+    """SIGKILLs the victim while its checkpoint shard is uploading; returns what it left.
+
+    On S3 the build goes into its claimed version as multipart uploads, completed
+    only after verification: an open upload of the shard is an export in the middle
+    (it leaves ``.claims``). Elsewhere staging receives the small files first and
+    the big shard after them, so a staging folder with files but no shard yet is an
+    upload in the middle.
     """
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and victim.poll() is None:
-        for name in staging_names(fs, path):
+        if backend == "s3" and pending_shards(fs, path):
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            return ".claims"
+        for name in staging_names(fs, path) if backend != "s3" else []:
             try:
                 files = [f.rsplit("/", 1)[-1] for f in fs.find(f"{path}/{name}")]
             except FileNotFoundError:
                 continue
-            if files and "variables.data-00000-of-00001" not in files:
+            if files and SHARD.rsplit("/", 1)[-1] not in files:
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 return name
@@ -150,7 +165,7 @@ def test_sixteen_writers_and_gc_share_one_base(backend, request):
     base_path, base = f"{bucket}/registry", f"{scheme}://{bucket}/registry"
     # The victim exports a 64 MB kernel alone first, and dies half-way through its upload.
     victim = start_writer(base, options, 4096)
-    killed = kill_mid_upload(fs, base_path, victim)
+    killed = kill_mid_upload(fs, base_path, victim, backend)
     watcher = Watcher(fs, base_path)
     watcher.start()
     started = time.monotonic()
@@ -182,10 +197,14 @@ def test_sixteen_writers_and_gc_share_one_base(backend, request):
     assert remaining == sorted(versions)[-KEEP:], "exactly the newest 3 complete versions"
     leftovers = [n for n in names if not n.isdigit()]
     assert leftovers == [killed], "only the killed writer's staging remains (too young to sweep)"
+    if backend == "s3":
+        assert pending_shards(fs, base_path), "the killed writer's upload is still open"
     assert gc(base, options, "--older-than", "0").returncode == 0
     fs.invalidate_cache()
     names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(base_path, detail=False)]
     assert sorted(names) == [str(v) for v in remaining], "0 staging folders or claims left"
+    if backend == "s3":
+        assert pending_shards(fs, base_path) == [], "its uploads were aborted"
     print(
         f"\nLOAD {backend}: {WRITERS} writers + 1 killed, gc runs {gc_runs}, "
         f"versions seen by the watcher {len(watcher.seen)} in {watcher.listings} listings, "

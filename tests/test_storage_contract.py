@@ -156,12 +156,15 @@ LANDED_CHECK = {"memory": "sha256", "s3": "etag", "gcs": "md5"}
 
 
 def _stage_a_build(backend, tmp_path):
+    """Stages into a non-timestamped target: the staging-prefix route on every store
+    (timestamped builds go straight into their version on S3, see test_direct_upload)."""
     build = tmp_path / "build"
     (build / "variables").mkdir(parents=True)
     (build / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(300_000))
     (build / "saved_model.pb").write_bytes(b"proto bytes")
-    dest = storage.Destination.parse(backend.base, backend.options)
-    staging = storage.stage(str(build), dest, timestamped=True)
+    dest = storage.Destination.parse(f"{backend.base}/model", backend.options)
+    staging = storage.stage(str(build), dest, timestamped=False)
+    assert isinstance(staging, str), staging
     expected = {
         rel: {"size": os.path.getsize(build / rel)}
         for rel in ("saved_model.pb", "variables/variables.data-00000-of-00001")

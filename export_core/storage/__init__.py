@@ -7,6 +7,8 @@ package keeps the import path of the former ``storage.py``; by concern:
   staging folders and claims carry, create-if-absent, error wrapping;
 * ``transfer``: uploads, checking what landed, downloads, progress;
 * ``publish``: build and staging folders, version claims, making a version visible;
+* ``direct``: on S3, uploading a build into its claimed version, completed only
+  once verified;
 * ``retention``: pruning old versions, sweeping abandoned staging and claims,
   safe with any number of concurrent writers and retention runs.
 """
@@ -30,9 +32,11 @@ from export_core.storage.backend import (
 )
 from export_core.storage.publish import (
     Published,
+    Staged,
     claim_version,
     cleanup,
     cleanup_staging,
+    confirm_staged,
     new_build_dir,
     ordered_files,
     publish,
@@ -72,11 +76,13 @@ __all__ = [
     "Destination",
     "ProgressFn",
     "Published",
+    "Staged",
     "claim_created",
     "claim_record",
     "claim_version",
     "cleanup",
     "cleanup_staging",
+    "confirm_staged",
     "collect_garbage",
     "confirm_landed",
     "create_if_absent",

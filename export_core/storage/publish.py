@@ -3,6 +3,9 @@
 * local disk: the SavedModel is built in a hidden staging folder next to the
   version folder and renamed into place — ``rename(2)`` is atomic, so a reader
   sees either no version folder or a complete one;
+* S3, timestamped: the build is uploaded straight into its claimed version as
+  multipart uploads completed only once it is verified (``direct``), so every
+  byte is sent once;
 * any other backend (object stores have no atomic rename): the build is uploaded
   to a staging prefix whose name TensorFlow Serving ignores (it only loads
   integer-named folders), then copied into the version folder with
@@ -23,8 +26,10 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from export_core.errors import StorageError, VersionExistsError
+from export_core.storage import direct
 from export_core.storage.backend import (
     CLAIMS_DIR,
     LAST_FILES,
@@ -36,7 +41,15 @@ from export_core.storage.backend import (
     quiet_rm,
     storage_error,
 )
-from export_core.storage.transfer import ProgressFn, put_file, report_progress
+from export_core.storage.direct import DirectStage
+from export_core.storage.transfer import (
+    ProgressFn,
+    confirm_landed,
+    put_file,
+    report_progress,
+)
+
+Staged = str | DirectStage  # a staging prefix, or uploads pending in a claimed version
 
 
 @dataclass(frozen=True)
@@ -85,20 +98,34 @@ def ordered_files(build_dir: str) -> list[str]:
 
 
 def stage(
-    build_dir: str, dest: Destination, timestamped: bool, progress: ProgressFn | None = None
-) -> str | None:
-    """Uploads the build to a staging prefix at a remote destination.
+    build_dir: str,
+    dest: Destination,
+    timestamped: bool,
+    progress: ProgressFn | None = None,
+    build_id: str | None = None,
+) -> Staged | None:
+    """Uploads the build to a remote destination, invisibly.
 
     Local builds already sit in their staging folder on the destination's disk;
-    for them this returns None. Files stream from disk (``fs.put``), so no
-    checkpoint shard is ever held in memory whole.
+    for them this returns None. On S3 (timestamped) the build goes into a version
+    claimed now (for ``build_id``), as pending uploads (``direct``); elsewhere to a
+    staging prefix. Files stream from disk, so no checkpoint shard is ever held in
+    memory whole.
 
     Raises:
-        StorageError: The upload failed; the partial staging prefix is removed.
+        StorageError: The upload failed; what it uploaded is removed (and the claim).
+        VerificationError: S3 received other bytes than were sent.
     """
     if dest.is_local:
         return None
     files = ordered_files(build_dir)
+    if direct.usable(dest, timestamped):
+        version = claim_version(dest, build_id=build_id)
+        try:
+            return direct.upload(dest, build_dir, files, version, progress)
+        except BaseException:
+            quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
+            raise
     staging = _remote_staging(dest, timestamped)
     total = sum(os.path.getsize(os.path.join(build_dir, f)) for f in files)
     done = 0
@@ -122,11 +149,26 @@ def _remote_staging(dest: Destination, timestamped: bool) -> str:
     return f"{parent}/.{leaf}{name}" if parent else f".{leaf}{name}"
 
 
+def confirm_staged(
+    dest: Destination, build_dir: str, staging: Staged, expected: dict[str, Any]
+) -> dict[str, str]:
+    """Checks that what ``stage`` uploaded is the build (see ``transfer.confirm_landed``;
+    pending uploads were confirmed part by part as they landed, here by size).
+
+    Raises:
+        VerificationError: A file is missing, extra, or differs.
+    """
+    if isinstance(staging, DirectStage):
+        direct.confirm_staged(staging, expected)
+        return {u.rel: "etag" if u.etag else "crc32" for u in staging.uploads}
+    return confirm_landed(dest, build_dir, staging, expected)
+
+
 def publish(
     build_dir: str,
     dest: Destination,
     timestamped: bool,
-    staging: str | None = None,
+    staging: Staged | None = None,
     build_id: str | None = None,
 ) -> Published:
     """Makes a finished, verified build visible at the destination.
@@ -141,19 +183,26 @@ def publish(
     if dest.is_local:
         return _publish_local(build_dir, dest, timestamped)
     if staging is None:
-        staging = stage(build_dir, dest, timestamped)
+        staging = stage(build_dir, dest, timestamped, build_id=build_id)
+    if isinstance(staging, DirectStage):
+        return _publish_direct(build_dir, dest, staging)
     return _publish_remote(build_dir, dest, timestamped, staging, build_id)
 
 
-def cleanup(build_dir: str, dest: Destination, staging: str | None) -> None:
-    """Removes the local build and the remote staging prefix, whatever happened."""
+def cleanup(build_dir: str, dest: Destination, staging: Staged | None) -> None:
+    """Removes the local build and what was staged remotely, whatever happened."""
     remove_build_dir(build_dir)
     if staging is not None:
         cleanup_staging(dest, staging)
 
 
-def cleanup_staging(dest: Destination, staging: str) -> None:
-    quiet_rm(dest.fs, [staging], recursive=True)
+def cleanup_staging(dest: Destination, staging: Staged) -> None:
+    """Removes a staging prefix, or aborts an unpublished build's pending uploads and
+    releases its claim (nothing to do once it is published)."""
+    if isinstance(staging, DirectStage):
+        direct.discard(dest, staging)
+    else:
+        quiet_rm(dest.fs, [staging], recursive=True)
 
 
 def claim_version(dest: Destination, start: int | None = None, build_id: str | None = None) -> int:
@@ -251,6 +300,14 @@ def _publish_remote(
         if version is not None:
             quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
     return Published(dest.child_uri(None if version is None else str(version)), version)
+
+
+def _publish_direct(build_dir: str, dest: Destination, staged: DirectStage) -> Published:
+    """Completes the pending uploads into their claimed version; releases the claim once
+    the manifest is there. A failure keeps the claim (for a retry, or ``cleanup``)."""
+    direct.complete(dest, build_dir, ordered_files(build_dir), staged)
+    quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(staged.version))])
+    return Published(dest.child_uri(str(staged.version)), staged.version)
 
 
 def _remove_claimed_folder(dest: Destination, version: int) -> None:

@@ -10,6 +10,10 @@ may work on one base at once. What keeps that safe:
   or claim marker is removed only when the creation time recorded in its own name
   or content (see ``backend.new_staging_name`` / ``claim_record``) is at least
   ``older_than`` seconds old — backend modification times are never consulted.
+* An abandoned claim is the mark of an export that died between claiming its
+  version and publishing it: before the marker goes, the version's pending S3
+  uploads are aborted and, unless its manifest is there, what of it became
+  visible is removed (``direct.abandon``), so no half version stays behind.
 * Removing is idempotent. A path that was listed a moment ago and is gone when it
   is read or removed was taken by another run: the ``FileNotFoundError`` of that
   ``ls``, ``cat_file`` or ``rm`` is swallowed there, and only there. Any other
@@ -54,6 +58,7 @@ from export_core.storage.backend import (
     staging_created,
     storage_error,
 )
+from export_core.storage.direct import abandon
 
 # Far longer than a slow export takes from creating its staging folder to
 # removing it (or from claiming a version to writing its manifest).
@@ -191,6 +196,8 @@ def _sweep_claims(dest: Destination, folder: str, cutoff: float, untimed: bool) 
         if content is None:  # the publish finished, or another sweep came first
             continue
         if _abandoned(claim_created(name, content), cutoff, untimed):
+            if name.isdigit():  # its export died: pending uploads, any half of a version
+                abandon(dest, int(name))
             _remove(dest, path)
             removed.append(f"{CLAIMS_DIR}/{name}")
     return removed
