@@ -110,6 +110,24 @@ def parse_saved_model(path: str) -> saved_model_pb2.SavedModel:
     return loader_impl.parse_saved_model(path)
 
 
+@guarded
+def tf1_session_load(
+    sess: Any, path: str, tag: str, import_lock: Any, restore: bool = True
+) -> meta_graph_pb2.MetaGraphDef:
+    """``tf.compat.v1.saved_model.load(sess, [tag], path)``, its graph import under
+    ``import_lock``: the same three steps (import the MetaGraph, run its restore op,
+    run its init op), so that restoring and running may overlap another load.
+    ``restore=False`` skips the restore (see ``restore_check``)."""
+    loader = loader_impl.SavedModelLoader(path)
+    with sess.graph.as_default():
+        with import_lock:
+            saver, _ = loader.load_graph(sess.graph, [tag])
+        if restore:
+            loader.restore_variables(sess, saver)
+        loader.run_init_ops(sess, [tag])
+    return loader.get_meta_graph_def_from_tags([tag])
+
+
 def dtype_name(enum: int) -> str:
     return dtypes.as_dtype(enum).name
 

@@ -14,6 +14,7 @@ from prefect import Flow, get_run_logger
 
 from export_core import pipeline, sources, storage
 from export_core.export import StepClock
+from export_core.heap import frozen_heap
 from export_core.lineage import check_metadata, collect_lineage
 from export_core.preflight import check_keep
 from export_core.staged import release_clones
@@ -52,6 +53,7 @@ def _model_flow(**options: Any):
 
 
 @_model_flow(name="export-keras-model", validate_parameters=False)
+@frozen_heap()  # collections walk only what the export makes (see export_core.heap)
 def export_keras_model(
     model: Any,
     destination: str,
