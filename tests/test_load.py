@@ -10,8 +10,8 @@ Checked: all 16 succeed with distinct versions (no duplicate publishes); the
 watcher never saw a version whose ``saved_model.pb`` was visible before the rest
 of its files; afterwards exactly the newest 3 complete versions remain, and no
 staging folder or claim (and on S3 no open upload) but the killed writer's, which
-gc removes only once it is older than the threshold (here: forced with ``--older-than 0``). The figures are
-printed for the README's table.
+gc removes only once it is older than the threshold (here: forced with
+``--older-than 0``). The figures are printed for the README's table.
 """
 
 from __future__ import annotations
