@@ -140,7 +140,8 @@ async def _upload_file(fs: Any, local: str, path: str, rel: str) -> PendingUploa
     async def send(number: int) -> tuple[int, str, str | None]:
         async with gate:
             offset = (number - 1) * part_size
-            body = await asyncio.to_thread(_read, local, offset, part_size)
+            # Read and hashed off the event loop (hashlib releases the GIL).
+            body, md5 = await asyncio.to_thread(_read, local, offset, part_size)
             sent = await fs._call_s3(
                 "upload_part",
                 Bucket=bucket,
@@ -148,9 +149,9 @@ async def _upload_file(fs: Any, local: str, path: str, rel: str) -> PendingUploa
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
-                ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(),  # noqa: S324
+                ContentMD5=base64.b64encode(md5).decode(),  # S3 refuses a part that differs
             )
-            return number, sent["ETag"], part_digest(sent, body, rel, number)
+            return number, sent["ETag"], part_digest(sent, body, rel, number, md5.hex())
 
     tasks = [asyncio.ensure_future(send(n)) for n in numbers]
     try:
@@ -169,13 +170,16 @@ async def _upload_file(fs: Any, local: str, path: str, rel: str) -> PendingUploa
     return PendingUpload(rel, upload_id, size, parts, etag)
 
 
-def _read(local: str, offset: int, size: int) -> bytes:
+def _read(local: str, offset: int, size: int) -> tuple[bytes, bytes]:
     with open(local, "rb") as handle:
         handle.seek(offset)
-        return handle.read(size)
+        body = handle.read(size)
+    return body, hashlib.md5(body).digest()  # noqa: S324 - what S3 reports; integrity only
 
 
-def part_digest(response: Mapping[str, Any], body: bytes, rel: str, number: int) -> str | None:
+def part_digest(
+    response: Mapping[str, Any], body: bytes, rel: str, number: int, md5: str | None = None
+) -> str | None:
     """Confirms one part landed as sent; its MD5 (hex), or None when KMS hides it.
 
     The part's ETag is the MD5 of the bytes S3 stored unless the object is
@@ -185,7 +189,7 @@ def part_digest(response: Mapping[str, Any], body: bytes, rel: str, number: int)
     Raises:
         VerificationError: Neither matches.
     """
-    md5 = hashlib.md5(body).hexdigest()  # noqa: S324 - what S3 reports; integrity only
+    md5 = md5 or hashlib.md5(body).hexdigest()  # noqa: S324 - what S3 reports
     if str(response.get("ETag") or "").strip('"') == md5:
         return md5
     crc = response.get("ChecksumCRC32")
