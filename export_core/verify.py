@@ -41,6 +41,7 @@ from export_core import constants as c
 from export_core.errors import VerificationError
 from export_core.golden import Golden, as_bytes_array, is_text, read_golden
 from export_core.heap import frozen_heap
+from export_core.parity import compare
 from export_core.restore_check import Restored, check_against_checkpoint, restore_plan
 from export_core.signature import (
     DICT,
@@ -52,7 +53,6 @@ from export_core.signature import (
 from export_core.tf_private import parse_saved_model, tf1_session_load
 from export_core.warmup import check_warmup
 
-RTOL = ATOL = 1e-5
 # Two loads at a time overlap one's graph import with the other's restore and run
 # (ResNet50, all modes: 5.9 s -> 4.1 s); each holds its own copy of the variables,
 # so only while the checkpoint is below PARALLEL_BELOW bytes, else one at a time.
@@ -141,7 +141,7 @@ def verify_reload(
         futures = {name: pool.submit(load) for name, load in loads.items()}
         outputs = {name: future.result() for name, future in futures.items()}
     results = {name: got for name, got in outputs.items() if got is not None}
-    per_output = _compare(expected if expected is not None else results["tf1:serve"], results)
+    per_output = compare(expected if expected is not None else results["tf1:serve"], results)
     return ParityReport(
         max_abs_diff=max(per_output.values(), default=0.0),
         per_output=per_output,
@@ -267,42 +267,6 @@ def _run_tf2(path: str, tag: str, feeds: dict | None, n_graphs: int):
         raise VerificationError(
             f"The '{tag}' MetaGraph of {path} failed in tf.saved_model.load: {exc}"
         ) from exc
-
-
-def _compare(expected: dict, results: dict) -> dict[str, float]:
-    diffs: dict[str, float] = {}
-    for loader, got in results.items():
-        for name, want in expected.items():
-            if name not in got:
-                raise VerificationError(f"{loader}: serving output '{name}' is missing.")
-            diff = _difference(np.asarray(got[name]), np.asarray(want))
-            if diff is not None:
-                raise VerificationError(
-                    f"{loader}: serving output '{name}' differs from the in-memory model "
-                    f"({diff}, tolerance rtol=atol={RTOL}). The version was not published."
-                )
-            have = np.asarray(got[name])
-            gap = 0.0 if is_text(have) else float(_abs_diff(have, want).max(initial=0))
-            diffs[name] = max(diffs.get(name, 0.0), gap)
-    return diffs
-
-
-def _difference(have: np.ndarray, want: np.ndarray) -> str | None:
-    """Why ``have`` does not match ``want``, or None when it does."""
-    if have.shape != want.shape:
-        return f"shapes {have.shape} vs {want.shape}"
-    if is_text(have) or is_text(want):
-        same = np.array_equal(as_bytes_array(have), as_bytes_array(want))
-        return None if same else "string values differ"
-    if want.dtype.kind in "biu" and not np.array_equal(have, want):
-        return f"max |diff| {_abs_diff(have, want).max():.3g}, exact match required"
-    if np.allclose(have, want, rtol=RTOL, atol=ATOL, equal_nan=True):
-        return None
-    return f"max |diff| {_abs_diff(have, want).max():.3g}, shapes {have.shape} vs {want.shape}"
-
-
-def _abs_diff(have: np.ndarray, want: np.ndarray) -> np.ndarray:
-    return np.abs(have.astype(np.float64) - want.astype(np.float64))
 
 
 def inputs_from_saved_model(path: str) -> InputSignature:

@@ -20,7 +20,7 @@ import pytest
 
 import export_core
 from export_core import storage
-from export_core.storage import direct
+from export_core.storage import direct, multipart
 from tests import models
 
 SHARD = "variables/variables.data-00000-of-00001"
@@ -45,7 +45,7 @@ def base(s3_server, proxy):
     return f"s3://{bucket}/registry", options, fs, bucket
 
 
-def fake_build(tmp_path, shard_bytes: int = 2 * direct.PART_SIZE + 12345) -> str:
+def fake_build(tmp_path, shard_bytes: int = 2 * multipart.PART_SIZE + 12345) -> str:
     build = tmp_path / "build"
     (build / "variables").mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -137,7 +137,7 @@ def test_a_part_changed_after_upload_never_reaches_the_version(base, tmp_path):
         Key=key,
         UploadId=shard.upload_id,
         PartNumber=2,
-        Body=b"\0" * direct.PART_SIZE,
+        Body=b"\0" * multipart.PART_SIZE,
     )
     storage.publish(build, dest, True, staged)
     landed = fs.cat(f"{bucket}/{key}")
@@ -176,10 +176,10 @@ def test_a_kms_part_is_confirmed_by_its_crc32_and_a_wrong_part_is_refused():
     body = b"some part bytes"
     crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
     md5 = hashlib.md5(body).hexdigest()  # noqa: S324
-    assert direct.part_digest({"ETag": f'"{md5}"'}, body, "f", 1) == md5
+    assert multipart.part_digest({"ETag": f'"{md5}"'}, body, "f", 1) == md5
     kms = {"ETag": '"0123abcd"', "ServerSideEncryption": "aws:kms", "ChecksumCRC32": crc}
-    assert direct.part_digest(kms, body, "f", 1) is None
+    assert multipart.part_digest(kms, body, "f", 1) is None
     with pytest.raises(export_core.VerificationError, match="Part 1 of f"):
-        direct.part_digest({**kms, "ChecksumCRC32": "AAAAAA=="}, body, "f", 1)
+        multipart.part_digest({**kms, "ChecksumCRC32": "AAAAAA=="}, body, "f", 1)
     with pytest.raises(export_core.VerificationError, match="Part 2 of f"):
-        direct.part_digest({"ETag": '"0123abcd"', "ChecksumCRC32": crc}, body, "f", 2)
+        multipart.part_digest({"ETag": '"0123abcd"', "ChecksumCRC32": crc}, body, "f", 2)

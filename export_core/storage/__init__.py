@@ -6,7 +6,8 @@ package keeps the import path of the former ``storage.py``; by concern:
 * ``backend``: ``Destination`` (parsing, reachability, preconditions), the names
   staging folders and claims carry, create-if-absent, error wrapping;
 * ``transfer``: uploads, checking what landed, downloads, progress;
-* ``publish``: build and staging folders, version claims, making a version visible;
+* ``claims``: version claims (create-if-absent), so concurrent exports never share one;
+* ``publish``: build and staging folders, making a version visible;
 * ``direct``: on S3, uploading a build into its claimed version, completed only
   once verified;
 * ``retention``: pruning old versions, sweeping abandoned staging and claims,
@@ -30,10 +31,10 @@ from export_core.storage.backend import (
     staging_created,
     storage_error,
 )
+from export_core.storage.claims import claim_version
 from export_core.storage.publish import (
     Published,
     Staged,
-    claim_version,
     cleanup,
     cleanup_staging,
     confirm_staged,

@@ -11,7 +11,7 @@ file, the manifest (a plain ``PUT``) last: the same order and the same
 guarantee as the staging route, at half the bytes.
 
 * The version is claimed when the upload starts (its keys must be known), with
-  the claim marker of ``publish.claim_version``. The marker stays until the
+  the claim marker of ``claims.claim_version``. The marker stays until the
   publish is over or the build is discarded; ``retention.sweep_staging`` takes an
   abandoned marker as "this export died" and calls ``abandon``: its uploads are
   aborted and what was completed of the version removed.
@@ -27,11 +27,7 @@ guarantee as the staging route, at half the bytes.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
 import os
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +36,6 @@ from fsspec.asyn import sync
 
 from export_core.errors import VerificationError
 from export_core.storage.backend import (
-    CLAIMS_DIR,
     LAST_FILES,
     MANIFEST_FILE,
     Destination,
@@ -48,22 +43,16 @@ from export_core.storage.backend import (
     quiet_rm,
     storage_error,
 )
+from export_core.storage.claims import claim_marker
+from export_core.storage.multipart import (
+    PendingUpload,
+    UploadStarted,
+    abort_upload,
+    complete_upload,
+    list_uploads,
+    send_file,
+)
 from export_core.storage.transfer import ProgressFn, put_file, report_progress, s3_etag
-
-PART_SIZE = 16 * 2**20  # S3's minimum is 5 MiB; 10,000 parts at most per object
-MAX_PARTS = 10_000
-PARTS_IN_FLIGHT = 8  # parts read and sent at once: PARTS_IN_FLIGHT * PART_SIZE in memory
-
-
-@dataclass(frozen=True)
-class PendingUpload:
-    """One file of the build, uploaded to its final key and not yet completed."""
-
-    rel: str
-    upload_id: str
-    size: int
-    parts: tuple[tuple[int, str], ...]  # (part number, ETag as S3 returned it)
-    etag: str | None  # the completed object's ETag, when every part's is an MD5
 
 
 @dataclass(frozen=True)
@@ -105,12 +94,12 @@ def upload(
     try:
         for rel in files:
             local = os.path.join(build_dir, rel)
-            uploads.append(sync(dest.fs.loop, _upload_file, dest.fs, local, f"{target}/{rel}", rel))
+            uploads.append(sync(dest.fs.loop, send_file, dest.fs, local, f"{target}/{rel}", rel))
             done += uploads[-1].size
             report_progress(progress, done, total)
     except BaseException as exc:
         started = list(uploads)
-        if isinstance(exc, _Started):
+        if isinstance(exc, UploadStarted):
             started.append(exc.upload)
             exc = exc.__cause__ or exc
         _abort(dest, target, started)
@@ -118,89 +107,6 @@ def upload(
             raise exc from None
         raise storage_error(f"Uploading to '{dest.uri}' failed", exc) from exc
     return DirectStage(version, target, tuple(uploads))
-
-
-class _Started(Exception):
-    """An upload that failed after S3 gave it an id (so that it can be aborted)."""
-
-    def __init__(self, upload: PendingUpload) -> None:
-        super().__init__(upload.rel)
-        self.upload = upload
-
-
-async def _upload_file(fs: Any, local: str, path: str, rel: str) -> PendingUpload:
-    bucket, key, _ = fs.split_path(path)
-    size = os.path.getsize(local)
-    created = await fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key)
-    upload_id = created["UploadId"]
-    part_size = max(PART_SIZE, -(-size // MAX_PARTS))
-    numbers = range(1, max(1, -(-size // part_size)) + 1)
-    gate = asyncio.Semaphore(PARTS_IN_FLIGHT)
-
-    async def send(number: int) -> tuple[int, str, str | None]:
-        async with gate:
-            offset = (number - 1) * part_size
-            # Read and hashed off the event loop (hashlib releases the GIL).
-            body, md5 = await asyncio.to_thread(_read, local, offset, part_size)
-            sent = await fs._call_s3(
-                "upload_part",
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=body,
-                ContentMD5=base64.b64encode(md5).decode(),  # S3 refuses a part that differs
-            )
-            return number, sent["ETag"], part_digest(sent, body, rel, number, md5.hex())
-
-    tasks = [asyncio.ensure_future(send(n)) for n in numbers]
-    try:
-        results = await asyncio.gather(*tasks)
-    except BaseException as exc:
-        for task in tasks:  # no part goes up after the upload is aborted
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise _Started(PendingUpload(rel, upload_id, size, (), None)) from exc
-    parts = tuple((number, etag) for number, etag, _md5 in results)
-    md5s = [md5 for _n, _e, md5 in results]
-    etag = None
-    if all(md5s):
-        joined = b"".join(bytes.fromhex(m) for m in md5s)  # type: ignore[arg-type]
-        etag = f"{hashlib.md5(joined).hexdigest()}-{len(md5s)}"  # noqa: S324
-    return PendingUpload(rel, upload_id, size, parts, etag)
-
-
-def _read(local: str, offset: int, size: int) -> tuple[bytes, bytes]:
-    with open(local, "rb") as handle:
-        handle.seek(offset)
-        body = handle.read(size)
-    return body, hashlib.md5(body).digest()  # noqa: S324 - what S3 reports; integrity only
-
-
-def part_digest(
-    response: Mapping[str, Any], body: bytes, rel: str, number: int, md5: str | None = None
-) -> str | None:
-    """Confirms one part landed as sent; its MD5 (hex), or None when KMS hides it.
-
-    The part's ETag is the MD5 of the bytes S3 stored unless the object is
-    encrypted with SSE-KMS; then the CRC32 checksum S3 computed (and botocore
-    asked for) has to match instead.
-
-    Raises:
-        VerificationError: Neither matches.
-    """
-    md5 = md5 or hashlib.md5(body).hexdigest()  # noqa: S324 - what S3 reports
-    if str(response.get("ETag") or "").strip('"') == md5:
-        return md5
-    crc = response.get("ChecksumCRC32")
-    local_crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
-    if str(response.get("ServerSideEncryption") or "").startswith("aws:kms") and crc == local_crc:
-        return None
-    raise VerificationError(
-        f"Part {number} of {rel} landed with ETag {response.get('ETag')} and CRC32 "
-        f"{crc}, not the MD5 {md5} / CRC32 {local_crc} of the bytes sent. Nothing was "
-        "published."
-    )
 
 
 def confirm_staged(staged: DirectStage, expected: Mapping[str, Mapping[str, Any]]) -> None:
@@ -249,16 +155,8 @@ def complete(dest: Destination, build_dir: str, files: list[str], staged: Direct
 
 
 def _complete_one(dest: Destination, build_dir: str, target: str, pending: PendingUpload) -> None:
-    bucket, key, _ = dest.fs.split_path(f"{target}/{pending.rel}")
-    parts = [{"PartNumber": n, "ETag": etag} for n, etag in pending.parts]
     try:
-        dest.fs.call_s3(
-            "complete_multipart_upload",
-            Bucket=bucket,
-            Key=key,
-            UploadId=pending.upload_id,
-            MultipartUpload={"Parts": parts},
-        )
+        complete_upload(dest.fs, f"{target}/{pending.rel}", pending)
     except (FileNotFoundError, OSError):
         # Gone (an earlier attempt completed or aborted it): upload the file again.
         put_file(dest.fs, os.path.join(build_dir, pending.rel), f"{target}/{pending.rel}")
@@ -303,7 +201,7 @@ def discard(dest: Destination, staged: DirectStage) -> None:
 
     After a successful publish (its claim is gone) there is nothing to do.
     """
-    marker = dest.join(CLAIMS_DIR, str(staged.version))
+    marker = claim_marker(dest, staged.version)
     try:
         if not dest.fs.exists(marker):
             return
@@ -328,12 +226,12 @@ def abandon(dest: Destination, version: int) -> list[str]:
     if is_s3(dest.fs):
         bucket, prefix, _ = dest.fs.split_path(target + "/")
         try:
-            listed = _list_uploads(dest.fs, bucket, prefix)
+            listed = list_uploads(dest.fs, bucket, prefix)
         except Exception as exc:  # noqa: BLE001 - backends raise their own error types
             where = dest.uri_of(target)
             raise storage_error(f"Listing the uploads under '{where}' failed", exc) from exc
         for key, upload_id in listed:
-            _abort_one(dest.fs, bucket, key, upload_id)
+            abort_upload(dest.fs, bucket, key, upload_id)
             aborted.append(key)
     dest.fs.invalidate_cache(target)
     if not dest.fs.exists(f"{target}/{MANIFEST_FILE}"):
@@ -341,27 +239,7 @@ def abandon(dest: Destination, version: int) -> list[str]:
     return aborted
 
 
-def _list_uploads(fs: Any, bucket: str, prefix: str) -> list[tuple[str, str]]:
-    found, marker = [], {}
-    while True:
-        page = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marker)
-        found += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
-        if not page.get("IsTruncated"):
-            return found
-        marker = {
-            "KeyMarker": page["NextKeyMarker"],
-            "UploadIdMarker": page["NextUploadIdMarker"],
-        }
-
-
 def _abort(dest: Destination, target: str, uploads: list[PendingUpload]) -> None:
     for pending in uploads:
         bucket, key, _ = dest.fs.split_path(f"{target}/{pending.rel}")
-        _abort_one(dest.fs, bucket, key, pending.upload_id)
-
-
-def _abort_one(fs: Any, bucket: str, key: str, upload_id: str) -> None:
-    try:
-        fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
-    except Exception:  # noqa: BLE001 - gone already, or left for the sweep
-        pass
+        abort_upload(dest.fs, bucket, key, pending.upload_id)

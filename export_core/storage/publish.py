@@ -14,8 +14,9 @@
   last for the same reason), and the manifest after it, so that retention can
   take the manifest's presence as "this publish is over".
 
-Staging names and claim markers record their creation time (``backend``), which
-is how ``retention`` tells an abandoned one from one a live export still uses.
+Staging names and claim markers (``claims``) record their creation time
+(``backend``), which is how ``retention`` tells an abandoned one from one a live
+export still uses.
 """
 
 from __future__ import annotations
@@ -24,23 +25,20 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from export_core.errors import StorageError, VersionExistsError
 from export_core.storage import direct
 from export_core.storage.backend import (
-    CLAIMS_DIR,
     LAST_FILES,
     MANIFEST_FILE,
     Destination,
-    claim_record,
-    create_if_absent,
     new_staging_name,
     quiet_rm,
     storage_error,
 )
+from export_core.storage.claims import claim_version, release_claim
 from export_core.storage.direct import DirectStage
 from export_core.storage.transfer import (
     ProgressFn,
@@ -124,7 +122,7 @@ def stage(
         try:
             return direct.upload(dest, build_dir, files, version, progress)
         except BaseException:
-            quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
+            release_claim(dest, version)
             raise
     staging = _remote_staging(dest, timestamped)
     total = sum(os.path.getsize(os.path.join(build_dir, f)) for f in files)
@@ -205,52 +203,6 @@ def cleanup_staging(dest: Destination, staging: Staged) -> None:
         quiet_rm(dest.fs, [staging], recursive=True)
 
 
-def claim_version(dest: Destination, start: int | None = None, build_id: str | None = None) -> int:
-    """Claims the first free integer version >= ``start``.
-
-    The default start is now, in seconds, or one above the newest version folder
-    when that is higher. Never reaching below the newest matters when writers
-    publish faster than once a second while retention runs: a number that was
-    published and pruned would otherwise be free again, and a retention run still
-    removing the old folder could take the new export's files with it (and TF
-    Serving would not take a version below its latest as new anyway).
-
-    Claims are create-if-absent operations, so concurrent exports never share a
-    version; a taken integer moves on to the next one at once (no sleeping).
-
-    Raises:
-        StorageError: No free version was found in 10,000 tries.
-    """
-    version = _default_start(dest) if start is None else start
-    for _ in range(10_000):
-        if _try_claim(dest, version, build_id):
-            return version
-        version += 1
-    raise StorageError(f"Could not claim a free version folder under '{dest.uri}'.")
-
-
-def _default_start(dest: Destination) -> int:
-    dest.fs.invalidate_cache(dest.path)  # other writers add versions: list afresh
-    return max([int(time.time()), *(v + 1 for v in dest.versions())])
-
-
-def _try_claim(dest: Destination, version: int, build_id: str | None = None) -> bool:
-    target = dest.join(str(version))
-    if dest.is_local:
-        try:
-            os.mkdir(target)
-        except FileExistsError:
-            return False
-        return True
-    if dest.fs.exists(target):
-        return False
-    # The marker records when it was made: sweep_staging removes only old ones.
-    marker = dest.join(CLAIMS_DIR, str(version))
-    if not create_if_absent(dest.fs, marker, claim_record(version, build_id=build_id)):
-        return False
-    return not dest.fs.exists(target)
-
-
 def _publish_local(build_dir: str, dest: Destination, timestamped: bool) -> Published:
     if not timestamped:
         try:
@@ -298,7 +250,7 @@ def _publish_remote(
         raise storage_error(f"Publishing to '{dest.uri}' failed", exc) from exc
     finally:
         if version is not None:
-            quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(version))])
+            release_claim(dest, version)
     return Published(dest.child_uri(None if version is None else str(version)), version)
 
 
@@ -306,7 +258,7 @@ def _publish_direct(build_dir: str, dest: Destination, staged: DirectStage) -> P
     """Completes the pending uploads into their claimed version; releases the claim once
     the manifest is there. A failure keeps the claim (for a retry, or ``cleanup``)."""
     direct.complete(dest, build_dir, ordered_files(build_dir), staged)
-    quiet_rm(dest.fs, [dest.join(CLAIMS_DIR, str(staged.version))])
+    release_claim(dest, staged.version)
     return Published(dest.child_uri(str(staged.version)), staged.version)
 
 
