@@ -19,7 +19,7 @@ import keras
 from export_core import pipeline, storage
 from export_core.errors import ExportValidationError
 from export_core.golden import write_golden
-from export_core.heap import frozen_heap
+from export_core.heap import export_scope
 from export_core.lineage import check_metadata, collect_lineage
 from export_core.preflight import check_keep
 from export_core.staged import build_staged
@@ -124,7 +124,7 @@ def export_saved_model(
     return result.path
 
 
-@frozen_heap()
+@export_scope()
 def run_export(
     model: keras.Model,
     saved_model_path: Any,

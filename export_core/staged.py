@@ -22,6 +22,7 @@ import keras
 
 from export_core import constants as c
 from export_core.clone import ModeClones, clone_for_mode
+from export_core.heap import release_gradients
 from export_core.trace import TracedMode, trace_serve, trace_supervised
 from export_core.validate import ExportPlan
 from export_core.write import (
@@ -101,6 +102,7 @@ def build_staged(
         clock = step("write_checkpoint", clock)
         held = _held_bytes(clone, plan)
         del clone, traced, richest
+        release_gradients()  # what else holds the traced train graph (see heap)
         release_clones(held)
         clock = step("release_clones", clock)
     files = write_saved_model([built.pop(m) for m in plan.modes], plan, build_dir())

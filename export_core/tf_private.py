@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
+from keras.src import tree as keras_tree  # noqa: F401 - re-exported
 from keras.src.models.functional import Functional  # noqa: F401 - re-exported
 from keras.src.saving.serialization_lib import SafeModeScope  # noqa: F401 - re-exported
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -108,6 +109,20 @@ def has_checkpoint_state(resource: Any) -> bool:
 def parse_saved_model(path: str) -> saved_model_pb2.SavedModel:
     """``saved_model.pb`` or ``.pbtxt`` of a local folder, as TensorFlow's loaders read it."""
     return loader_impl.parse_saved_model(path)
+
+
+@guarded
+def custom_gradient_names() -> set[str]:
+    """The gradient functions ``tf.custom_gradient`` registered, process-wide, by name."""
+    return {name for name in ops._gradient_registry._registry if name.startswith("CustomGradient-")}
+
+
+@guarded
+def drop_gradients(names: set[str]) -> None:
+    """Unregisters the gradient functions ``names`` (see ``heap``)."""
+    registry = ops._gradient_registry._registry
+    for name in names:
+        registry.pop(name, None)
 
 
 @guarded

@@ -38,9 +38,10 @@ import numpy as np
 import tensorflow as tf
 
 from export_core import constants as c
+from export_core.eager import eager_call
 from export_core.errors import VerificationError
 from export_core.golden import Golden, as_bytes_array, is_text, read_golden
-from export_core.heap import frozen_heap
+from export_core.heap import export_scope
 from export_core.parity import compare
 from export_core.restore_check import Restored, check_against_checkpoint, restore_plan
 from export_core.signature import (
@@ -90,7 +91,7 @@ class ParityReport:
         return data
 
 
-@frozen_heap()
+@export_scope()
 def verify_reload(
     saved_model_dir: str,
     model: keras.Model | None,
@@ -193,7 +194,7 @@ def golden_for(model: keras.Model, inputs: InputSignature, sample_inputs: Any = 
 
 def _expected(model, inputs: InputSignature, feeds: dict) -> dict[str, np.ndarray]:
     flat = [tf.constant(feeds[n]) for n in inputs.names]
-    outputs = model(inputs.pack(flat), training=False)
+    outputs = eager_call(model, inputs.pack(flat))  # model(x, training=False), lean
     names = output_names(model, outputs)
     return {n: np.asarray(v) for n, v in zip(names, tf.nest.flatten(outputs), strict=True)}
 

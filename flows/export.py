@@ -14,7 +14,7 @@ from prefect import Flow, get_run_logger
 
 from export_core import pipeline, sources, storage
 from export_core.export import StepClock
-from export_core.heap import frozen_heap
+from export_core.heap import export_scope, release_gradients
 from export_core.lineage import check_metadata, collect_lineage
 from export_core.preflight import check_keep
 from export_core.staged import release_clones
@@ -53,7 +53,7 @@ def _model_flow(**options: Any):
 
 
 @_model_flow(name="export-keras-model", validate_parameters=False)
-@frozen_heap()  # collections walk only what the export makes (see export_core.heap)
+@export_scope()  # bounds the process-wide effects (export_core.heap)
 def export_keras_model(
     model: Any,
     destination: str,
@@ -153,6 +153,7 @@ def export_keras_model(
         lap("signature_gate")
         clone_bytes = clones.nbytes()
         del clones, traced  # a weight copy per mode, graphs: freed before verify
+        release_gradients()  # what still held the traced train graph (export_core.heap)
         release_clones(clone_bytes)
         lap("release_clones")
         # The upload runs on the task runner while this thread verifies the build.
