@@ -123,12 +123,18 @@ def test_a_failed_verification_aborts_the_uploads_and_releases_the_claim(base):
     assert pending(fs, bucket) == [], "no upload left open"
 
 
-def test_a_part_changed_after_upload_never_reaches_the_version(base, tmp_path):
-    uri, options, fs, bucket = base
+def staged_build(base, tmp_path, rel: str):
+    """A fake build staged into its S3 version; also the pending upload of ``rel``."""
+    uri, options, _fs, _bucket = base
     build = fake_build(tmp_path)
     dest = storage.Destination.parse(uri, options)
     staged = storage.stage(build, dest, timestamped=True)
-    shard = next(u for u in staged.uploads if u.rel == SHARD)
+    return build, dest, staged, next(u for u in staged.uploads if u.rel == rel)
+
+
+def test_a_part_changed_after_upload_never_reaches_the_version(base, tmp_path):
+    _uri, _options, fs, bucket = base
+    build, dest, staged, shard = staged_build(base, tmp_path, SHARD)
     assert len(shard.parts) == 3
     key = f"registry/{staged.version}/{SHARD}"
     fs.call_s3(  # someone else's bytes over part 2 of the pending upload
@@ -145,11 +151,8 @@ def test_a_part_changed_after_upload_never_reaches_the_version(base, tmp_path):
 
 
 def test_a_retried_publish_uploads_again_what_a_failed_attempt_lost(base, tmp_path):
-    uri, options, fs, bucket = base
-    build = fake_build(tmp_path)
-    dest = storage.Destination.parse(uri, options)
-    staged = storage.stage(build, dest, timestamped=True)
-    index = next(u for u in staged.uploads if u.rel == "variables/variables.index")
+    _uri, _options, fs, bucket = base
+    build, dest, staged, index = staged_build(base, tmp_path, "variables/variables.index")
     key = f"registry/{staged.version}/variables/variables.index"
     fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=index.upload_id)
     published = storage.publish(build, dest, True, staged)
@@ -158,12 +161,9 @@ def test_a_retried_publish_uploads_again_what_a_failed_attempt_lost(base, tmp_pa
 
 
 def test_a_sweep_undoes_an_export_that_died_between_stage_and_publish(base, tmp_path):
-    uri, options, fs, bucket = base
-    build = fake_build(tmp_path)
-    dest = storage.Destination.parse(uri, options)
-    staged = storage.stage(build, dest, timestamped=True)
+    _uri, _options, fs, bucket = base
+    build, dest, staged, shard = staged_build(base, tmp_path, SHARD)
     # It died half-way through completing: the shard is visible, the proto is not.
-    shard = next(u for u in staged.uploads if u.rel == SHARD)
     direct._complete_one(dest, build, staged.target, shard)
     assert names(fs, f"{bucket}/registry") == [".claims", str(staged.version)]
     assert storage.sweep_staging(dest) == [], "a fresh claim may be a live export"
