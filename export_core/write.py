@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from export_core import constants as c
-from export_core import saver, tf1_graph, tf_private
+from export_core import saver, shards, tf1_graph, tf_private
 from export_core.errors import ExportError
 from export_core.trace import TracedMode, TracedModes
 from export_core.validate import ExportPlan
@@ -48,7 +48,8 @@ def write_checkpoint(traced: TracedModes, build_dir: str) -> WrittenFiles:
 def write_checkpoint_of(richest: TracedMode, build_dir: str) -> WrittenFiles:
     """Writes the checkpoint from one mode's variables (the one with every group)."""
     prefix = os.path.join(build_dir, c.VARIABLES_PREFIX)
-    tf.train.Checkpoint(**_groups(richest)).write(prefix)
+    groups = _groups(richest)
+    tf.train.Checkpoint(**groups).write(prefix, options=shards.options(groups))
     files = sorted(
         f"{c.VARIABLES_DIR}/{name}" for name in os.listdir(os.path.join(build_dir, c.VARIABLES_DIR))
     )

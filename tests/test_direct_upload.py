@@ -109,6 +109,24 @@ def test_an_s3_export_sends_each_byte_once_and_copies_nothing(base, proxy):
     assert proxy.copies >= 3
 
 
+def test_a_sharded_checkpoint_lands_whole_on_s3(base, tmp_path, monkeypatch):
+    from export_core import constants
+
+    uri, options, fs, bucket = base
+    model = models.functional_regressor()
+    x, _ = models.regression_batch()
+    expected = model.predict(x, verbose=0)
+    monkeypatch.setattr(constants, "SHARD_BYTES", 64)  # every variable a shard or more
+    result = export_core.run_export(model, uri, storage_options=options)
+    version = f"{bucket}/registry/{result.version}"
+    data = [p for p in fs.find(version) if "variables.data-" in p]
+    assert len(data) > 4, data
+    assert pending(fs, bucket) == []
+    fs.get(version, str(tmp_path / "copy"), recursive=True)
+    got = models.tf1_predict(str(tmp_path / "copy"), {"features": x})["prediction"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_a_failed_verification_aborts_the_uploads_and_releases_the_claim(base):
     import keras
 
