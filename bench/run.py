@@ -63,6 +63,10 @@ def start_s3() -> tuple[subprocess.Popen, str]:
 
 
 def run_case(model: str, case: str, s3: str) -> dict:
+    # Each case starts with the previous one's files on disk: the kernel throttles a
+    # writer while another's dirty pages are still being written back, which would
+    # charge one case for what the case before it wrote.
+    os.sync()
     done = subprocess.run(
         [
             sys.executable,
