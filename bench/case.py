@@ -106,8 +106,10 @@ def run_case(case: str, model: keras.Model, work: str, s3_url: str | None) -> di
             fs, _ = s3fs_for(s3_url)
             files = [os.path.join(r, f) for r, _, names in os.walk(local) for f in names]
             prefix = f"bench/baseline/{os.getpid()}"
+            put = time.perf_counter()
             fs.put(files, [f"{prefix}/{os.path.relpath(f, local)}" for f in files])
             out["seconds"] = time.perf_counter() - t
+            out["put_seconds"] = time.perf_counter() - put
             fs.rm(prefix, recursive=True)  # the S3 server keeps objects on its disk
         return out
     if case == "keras_train_step":
