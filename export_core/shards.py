@@ -7,8 +7,9 @@ and proxies buffer whole. ``WholeTensorShards`` groups the tensors, in checkpoin
 order, into data files of at most ``SHARD_BYTES``; a tensor bigger than that gets
 a file of its own. Tensors are never sliced: TensorFlow's ``MaxShardSizePolicy``
 slices them, which copies them: on 3 GB of weights in all modes, writing took 45 s
-with 8.6 GB of memory at its peak, against 27 s and 35 MB as whole tensors. Every loader reads shards through the index
-(``variables.index``), TF1's ``RestoreV2`` and TensorFlow Serving included.
+with 8.6 GB of memory at its peak, against 27 s and 35 MB as whole tensors. Every
+loader reads shards through the index (``variables.index``), TF1's ``RestoreV2`` and
+TensorFlow Serving included.
 """
 
 from __future__ import annotations
@@ -46,9 +47,7 @@ class WholeTensorShards(tf.train.experimental.ShardingCallback):
                     size = 0
                 shard = small[-1]
                 size += nbytes
-            shard.setdefault(shardable.checkpoint_key, {})[shardable.slice_spec] = (
-                shardable.tensor
-            )
+            shard.setdefault(shardable.checkpoint_key, {})[shardable.slice_spec] = shardable.tensor
         return [shard for shard in small + big if shard]
 
 

@@ -78,9 +78,7 @@ def test_variables_sharing_a_name_fall_back_to_tensorflows_saver(tmp_path, batch
     assert_allclose(next(iter(got.values())), expected, atol=1e-5)
 
 
-def test_checkpoint_over_the_shard_size_is_split_and_every_loader_reads_it(
-    tmp_path, monkeypatch
-):
+def test_checkpoint_over_the_shard_size_is_split_and_every_loader_reads_it(tmp_path, monkeypatch):
     """A checkpoint bigger than SHARD_BYTES is written as several data files.
 
     Every MetaGraph's plain RestoreV2, the TF2 loader and the export's own

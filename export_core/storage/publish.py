@@ -24,12 +24,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 from export_core.errors import StorageError, VersionExistsError
-from export_core.storage import direct
+from export_core.storage import direct, local_builds
 from export_core.storage.backend import (
     LAST_FILES,
     MANIFEST_FILE,
@@ -68,7 +67,7 @@ def new_build_dir(dest: Destination, timestamped: bool) -> str:
         StorageError: The staging folder could not be created.
     """
     if not dest.is_local:
-        return tempfile.mkdtemp(prefix="keras-export-")
+        return local_builds.new_build_dir()  # and removes those of killed exports
     parent = dest.path if timestamped else os.path.dirname(os.path.abspath(dest.path))
     name = new_staging_name()
     if not timestamped:
