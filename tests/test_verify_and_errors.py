@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import export_core
+from export_core.golden import read_golden
 from export_core.verify import inputs_from_saved_model as verify_inputs
 from export_core.verify import verify_reload
 from tests import models
@@ -41,6 +42,22 @@ def test_verify_uses_golden_inputs_when_given(tmp_path):
     assert result.parity.samples == 5 and not result.parity.synthesized
     assert set(result.parity.loaders) == {"tf1:serve", "tf2:serve", "tf1:train", "tf1:eval"}
     assert result.parity.max_abs_diff <= 1e-5
+
+
+def test_synthesized_samples_are_fewer_for_image_sized_inputs(tmp_path):
+    """Four examples of small inputs, two of image-sized ones (each loader holds the
+    activations of all of them at once); both are written as the version's golden set."""
+    small = export_core.run_export(models.functional_regressor(), str(tmp_path / "small"))
+    assert small.parity.samples == 4 and small.parity.synthesized
+    inputs = keras.Input((160, 160, 3), name="image")  # 76,800 elements per example
+    x = keras.layers.Conv2D(4, 3, strides=4)(inputs)
+    image = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    image.compile("sgd", "mse")
+    result = export_core.run_export(image, str(tmp_path / "image"))
+    assert result.parity.samples == 2 and result.parity.synthesized
+    assert result.parity.max_abs_diff <= 1e-5
+    golden = read_golden(result.path)
+    assert [v.shape[0] for v in (*golden.inputs.values(), *golden.outputs.values())] == [2, 2]
 
 
 def test_full_verification_loads_every_metagraph_with_both_loaders(tmp_path):
