@@ -11,17 +11,21 @@ that range instead of an AttributeError from deep inside TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
 from keras.src import tree as keras_tree  # noqa: F401 - re-exported
+from keras.src.backend.common import global_state as keras_global_state
+from keras.src.backend.common.stateless_scope import StatelessScope
 from keras.src.models.functional import Functional  # noqa: F401 - re-exported
 from keras.src.saving.serialization_lib import SafeModeScope  # noqa: F401 - re-exported
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow.python.framework import dtypes, ops
 from tensorflow.python.framework import meta_graph as meta_graph_lib
+from tensorflow.python.ops.resource_variable_ops import BaseResourceVariable
 from tensorflow.python.saved_model import constants as saved_model_constants
 from tensorflow.python.saved_model import loader_impl
 from tensorflow.python.saved_model import save as tf_save
@@ -145,6 +149,44 @@ def tf1_session_load(
 
 def dtype_name(enum: int) -> str:
     return dtypes.as_dtype(enum).name
+
+
+@contextlib.contextmanager
+def deferred_variables() -> Iterator[list]:
+    """Keras variables created inside are not allocated until ``initialize_deferred``.
+
+    Yields the list of them (filled as they are created). Keras's ``StatelessScope``
+    defers a variable that has an initializer and registers it for the scope's
+    exit; the registration is undone here, so the caller decides each one's fate.
+    """
+    before = list(keras_global_state.get_global_attribute(_UNINITIALIZED, []) or [])
+    created: list = []
+    try:
+        with StatelessScope(initialize_variables=False):
+            yield created
+    finally:
+        registered = keras_global_state.get_global_attribute(_UNINITIALIZED, []) or []
+        known = {id(v) for v in before}
+        created.extend(v for v in registered if id(v) not in known)
+        keras_global_state.set_global_attribute(_UNINITIALIZED, before)
+
+
+_UNINITIALIZED = "uninitialized_variables"
+
+
+@guarded
+def initialize_deferred(variable: Any) -> None:
+    """Allocates a variable ``deferred_variables`` created, from its initializer."""
+    if variable._value is None:  # noqa: SLF001
+        variable._deferred_initialize()  # noqa: SLF001
+
+
+def is_plain_variable(value: Any) -> bool:
+    """A resource variable of one device, as Keras creates them outside a distribution
+    strategy: eagerly (``ResourceVariable``) or inside a first ``tf.function`` call, as
+    ``fit`` creates optimizer slots (``UnliftedInitializerVariable``). The
+    SavedModel builder and checkpoints treat both alike."""
+    return isinstance(value, BaseResourceVariable)
 
 
 @guarded

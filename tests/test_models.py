@@ -9,6 +9,7 @@ import tensorflow as tf
 from numpy.testing import assert_allclose
 
 import export_core
+from export_core import tf_private
 from tests import models
 from tests.models import tf1_load, tf1_run
 
@@ -218,13 +219,45 @@ class OrthogonalOnly(keras.layers.Dense):
             raise ValueError("OrthogonalOnly needs kernel_initializer='orthogonal'")
 
 
+def test_cloning_a_trained_model_allocates_neither_weights_nor_optimizer_slots(tmp_path, batch):
+    """A trained model's clone takes its weights and Adam moments: TensorFlow allocates
+    nothing for them (it used to fill zeros as large as the weights, then the slots)."""
+    from export_core.clone import clone_for_mode
+    from export_core.validate import validate_export
+
+    inputs = keras.Input((1000,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1000, name="y")(inputs))  # 4 MB of weights
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    model.fit(np.ones((8, 1000), "float32"), np.ones((8, 1000), "float32"), verbose=0)
+    plan = validate_export(model, str(tmp_path))
+    try:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        start = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    except ValueError as exc:
+        pytest.skip(f"this TensorFlow build keeps no CPU allocator statistics ({exc})")
+    train = clone_for_mode(model, plan, "train")
+    grown = tf.config.experimental.get_memory_info("CPU:0")["peak"] - start
+    weight_bytes = 4 * (1000 * 1000 + 1000)
+    assert grown < weight_bytes // 4, f"cloning allocated {grown} bytes"
+    assert train.optimizer.iterations.numpy() == 1
+    for mine, theirs in zip(train.optimizer.variables, model.optimizer.variables, strict=True):
+        assert mine.value is theirs.value  # the model's own variables, shared
+    path = export_core.export_saved_model(model, str(tmp_path / "out"))
+    got = models.tf1_predict(path, {"x": np.ones((2, 1000), "float32")})["y"]
+    assert_allclose(got, model.predict(np.ones((2, 1000), "float32"), verbose=0), atol=1e-5)
+
+
 def test_clones_skip_random_initialisation_but_fall_back_when_a_layer_objects(tmp_path, batch):
     """Clones are rebuilt with zero initializers (the weights are copied in anyway)."""
     from export_core import clone
 
     plain = models.functional_regressor()
-    fast = clone._clone_with_zero_init(plain)
+    fast, deferred = clone._clone_with_zero_init(plain)
     assert fast is not None
+    # Not even allocated: each takes the model's variable, or its (zero) initializer's.
+    assert {id(w) for w in fast.weights} <= {id(v) for v in deferred}
+    for variable in deferred:
+        tf_private.initialize_deferred(variable)
     assert all(not np.any(w.numpy()) for w in fast.weights)
 
     inputs = keras.Input((3,), name="x")
@@ -232,7 +265,7 @@ def test_clones_skip_random_initialisation_but_fall_back_when_a_layer_objects(tm
         inputs, OrthogonalOnly(2, kernel_initializer="orthogonal", name="y")(inputs)
     )
     picky.compile("adam", "mse")
-    assert clone._clone_with_zero_init(picky) is None
+    assert clone._clone_with_zero_init(picky) == (None, [])
     path = export_core.export_saved_model(picky, str(tmp_path))
     got = models.tf1_predict(path, {"x": batch})["y"]
     assert_allclose(got, picky.predict(batch, verbose=0), atol=1e-5)
