@@ -73,6 +73,9 @@ def build(name: str) -> keras.Model:
     else:
         raise SystemExit(f"unknown model {name}")
     model.compile(keras.optimizers.Adam(1e-3), "mse")
+    # Adam's two slots per weight exist, as in a model that was trained (or loaded
+    # with its optimizer): the export is measured on what users export.
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
