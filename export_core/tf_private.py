@@ -136,15 +136,24 @@ def tf1_session_load(
     """``tf.compat.v1.saved_model.load(sess, [tag], path)``, its graph import under
     ``import_lock``: the same three steps (import the MetaGraph, run its restore op,
     run its init op), so that restoring and running may overlap another load.
-    ``restore=False`` skips the restore (see ``restore_check``)."""
+    ``restore=False`` skips the restore (see ``restore_check``), and the init op
+    too when it is a ``NoOp`` with nothing to wait for: running it would only make
+    the session copy the graph and its functions (ResNet50's train graph: 140 MB)."""
     loader = loader_impl.SavedModelLoader(path)
     with sess.graph.as_default():
         with import_lock:
             saver, _ = loader.load_graph(sess.graph, [tag])
         if restore:
             loader.restore_variables(sess, saver)
-        loader.run_init_ops(sess, [tag])
-    return loader.get_meta_graph_def_from_tags([tag])
+        meta_graph = loader.get_meta_graph_def_from_tags([tag])
+        init_op = loader_impl.get_init_op(meta_graph)
+        if restore or not _runs_nothing(init_op):
+            loader.run_init_ops(sess, [tag])
+    return meta_graph
+
+
+def _runs_nothing(op: Any) -> bool:
+    return op is None or (op.type == "NoOp" and not op.inputs and not op.control_inputs)
 
 
 def dtype_name(enum: int) -> str:

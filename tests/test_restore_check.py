@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -115,3 +116,37 @@ def test_full_verification_still_restores_the_train_graph(exported, tmp_path):
     with pytest.raises(export_core.VerificationError, match="not found in checkpoint"):
         verify_reload(path, None, inputs_from_saved_model(path), modes, full=True)
     assert np.isfinite(verify(exported).max_abs_diff)
+
+
+class CountingSession(tf.compat.v1.Session):
+    """A real session that counts its runs."""
+
+    runs = 0
+
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        return super().run(*args, **kwargs)
+
+
+def test_a_checked_train_graph_runs_its_init_op_only_when_it_initializes_something(
+    exported, tmp_path
+):
+    """Without restoring, a bare NoOp init op has nothing to run (the session would
+    only copy the graph); one that fills lookup tables runs, and the tables work."""
+    from export_core.tf_private import tf1_session_load
+    from tests import text_models
+
+    with CountingSession(graph=tf.Graph()) as sess:
+        tf1_session_load(sess, exported, c.TRAIN, threading.Lock(), restore=False)
+        assert sess.runs == 0
+    model = text_models.text_classifier()
+    model.train_on_batch(text_models.SENTENCES, text_models.LABELS)
+    path = export_core.export_saved_model(model, str(tmp_path / "text"))
+    with CountingSession(graph=tf.Graph()) as sess:
+        meta_graph = tf1_session_load(sess, path, c.TRAIN, threading.Lock(), restore=False)
+        assert sess.runs == 1
+        handle = next(o for o in sess.graph.get_operations() if o.type.endswith("HashTableV2"))
+        with sess.graph.as_default():
+            size = tf.raw_ops.LookupTableSizeV2(table_handle=handle.outputs[0])
+        assert sess.run(size) > 0  # the vocabulary is in the table
+    assert c.TRAIN in meta_graph.meta_info_def.tags
