@@ -130,7 +130,8 @@ def verify_reload(
         samples = synthesize_inputs(inputs) if synthesized else sample_inputs
         feeds, expected = normalize_samples(inputs, samples), None
     check_warmup(saved_model_dir, inputs)  # TF Serving's warm-up requests, when written
-    meta_graphs = parse_saved_model(saved_model_dir).meta_graphs
+    saved_model = parse_saved_model(saved_model_dir)  # once, for every TF1 load
+    meta_graphs = saved_model.meta_graphs
     n_graphs = len(meta_graphs)
     # Held by a load while it holds a copy of the weights; see THREADS for when not.
     checks_beside = not full and any(mode != c.SERVE for mode in modes)
@@ -143,7 +144,9 @@ def verify_reload(
         mode_feeds = feeds if mode == c.SERVE else None
         plan = None if full or mode == c.SERVE else restore_plan(_tagged(meta_graphs, tag))
         (restoring if plan is None else checking)[f"tf1:{tag}"] = (
-            lambda t=tag, f=mode_feeds, p=plan: _run_tf1(saved_model_dir, t, f, p, gate)
+            lambda t=tag, f=mode_feeds, p=plan: _run_tf1(
+                saved_model_dir, t, f, p, gate, saved_model
+            )
         )
         if full or mode == c.SERVE:
             restoring[f"tf2:{tag}"] = lambda t=tag, f=mode_feeds: _gated(
@@ -238,6 +241,7 @@ def _run_tf1(
     feeds: dict | None,
     plan: list[Restored] | None = None,
     gate: AbstractContextManager | None = None,
+    saved_model: Any = None,
 ) -> dict[str, np.ndarray] | None:
     """Loads (and with ``feeds`` runs) one MetaGraph in a TF1 session; given the
     ``plan`` of its restore, checks it against the index instead of restoring.
@@ -246,7 +250,7 @@ def _run_tf1(
         check_against_checkpoint(plan, path, tag)
         try:
             with tf.compat.v1.Session(graph=tf.Graph()) as sess:
-                tf1_session_load(sess, path, tag, _IMPORT_LOCK, restore=False)
+                tf1_session_load(sess, path, tag, _IMPORT_LOCK, False, saved_model)
             return None
         except tf.errors.FailedPreconditionError:
             pass  # its init op reads a variable: load it the full way
@@ -254,7 +258,7 @@ def _run_tf1(
             raise _tf1_failed(path, tag, exc) from exc
     try:
         with gate or contextlib.nullcontext(), tf.compat.v1.Session(graph=tf.Graph()) as sess:
-            meta_graph = tf1_session_load(sess, path, tag, _IMPORT_LOCK)
+            meta_graph = tf1_session_load(sess, path, tag, _IMPORT_LOCK, True, saved_model)
             if feeds is None:
                 return None
             signature = meta_graph.signature_def[c.SIGNATURE_KEYS[c.SERVE]]
