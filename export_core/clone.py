@@ -23,7 +23,7 @@ from export_core.errors import (
     CustomObjectError,
     missing_custom_object_message,
 )
-from export_core.layer_state import copy_layer_state, stateful_layers
+from export_core.layer_state import copy_layer_state
 from export_core.shared_state import copy_optimizer_state, copy_weights
 from export_core.tf_private import Functional, SafeModeScope
 from export_core.validate import ExportPlan
@@ -101,18 +101,11 @@ def _clone(
         # The caller's own in-memory model is trusted code: a Lambda layer in it
         # must clone. (Loading a config from disk stays in safe mode, see load.py.)
         with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
-            clone, deferred = _clone_with_zero_init(model)
-            clone = clone or keras.models.clone_model(model)
+            clone = _clone_with_zero_init(model) or keras.models.clone_model(model)
     except (TypeError, ValueError) as exc:
         raise CustomObjectError(
             missing_custom_object_message(f"Model '{model.name}'", exc)
         ) from exc
-    # Only weights wait for the model's: what else a layer holds gets its value now.
-    weights = {id(v) for v in clone.weights} if clone.built else set()
-    held = {id(v) for layer in stateful_layers(clone) for v in layer.variables}
-    for variable in deferred:
-        if id(variable) not in weights or id(variable) in held:
-            tf_private.initialize_deferred(variable)
     if not clone.built:
         copy_layer_state(model, clone, built=False)  # vocabularies before the first call
         clone(plan.inputs.zeros())
@@ -120,7 +113,7 @@ def _clone(
     # variables, which must not yet be the model's (see shared_state). Compiling
     # comes last: it builds the optimizer, keyed by the variables it then holds.
     copy_layer_state(model, clone)
-    copy_weights(model, clone, deferred)
+    copy_weights(model, clone)
     deferred = []
     if compile and model.compiled:  # again if clone_model compiled it: see above
         deferred = _compile(model, clone, custom_objects)
@@ -171,39 +164,29 @@ def _keras_compile(clone: keras.Model) -> bool:
     )
 
 
-def _clone_with_zero_init(model: keras.Model) -> tuple[keras.Model | None, list]:
+def _clone_with_zero_init(model: keras.Model) -> keras.Model | None:
     """Clones a Functional or Sequential model whose layers start from zeros.
 
     Every weight is overwritten by the model's own right after, so drawing random
     initial values (glorot, he...) is wasted work: 3 clones of a 100M-parameter
     Dense model spent 4.4 of 5.6 s in their initializers. Each layer is rebuilt
-    from its config with every ``*_initializer`` set to zeros, its variables
-    created but not allocated (``tf_private.deferred_variables``): most then take
-    the model's own (``shared_state.copy_weights``), and filling them with zeros
-    first would cost as much memory as the weights, which TensorFlow's CPU
-    allocator keeps. A layer that creates a variable from a value is rebuilt
-    without deferring.
-    Anything else (a subclass, or a layer that rejects the change) returns None:
-    the caller clones the usual way, which behaves exactly as before.
+    from its config with every ``*_initializer`` set to zeros. Anything else (a
+    subclass, or a layer that rejects the change) returns None: the caller clones
+    the usual way, which behaves exactly as before.
 
-    Returns:
-        The clone (or None) and its variables left deferred.
+    The zeros are allocated (unlike the optimizer's, see ``_compile``): measured,
+    creating them deferred left the first restore of verification to fault in as
+    much fresh memory, which cost more time than filling zeros (dense1g
+    serving-only, 2 s more) for the same peak.
     """
     if type(model) not in (Functional, keras.Sequential):
-        return None, []
-    config = _zero_initializers(model.get_config())
+        return None
     try:
-        with tf_private.deferred_variables() as created:
-            # from_config, not clone_model: clone_model also compiles the clone, which
-            # builds an optimizer (Adam: two slots per weight) that is discarded.
-            clone = type(model).from_config(config)
-        return clone, created
-    except Exception:  # noqa: BLE001 - any failure here means "try without deferring"
-        pass
-    try:
-        return type(model).from_config(config), []
+        # from_config, not clone_model: clone_model also compiles the clone, which
+        # builds an optimizer (Adam: two slots per weight) that is discarded.
+        return type(model).from_config(_zero_initializers(model.get_config()))
     except Exception:  # noqa: BLE001 - any failure here means "clone normally"
-        return None, []
+        return None
 
 
 def _zero_initializers(config: Any) -> Any:

@@ -20,9 +20,8 @@ from export_core import tf_private
 from export_core.errors import ExportValidationError
 
 
-def copy_weights(model: keras.Model, clone: keras.Model, deferred: list) -> None:
-    """Gives the clone the model's weights; ``deferred`` are the clone's variables
-    not allocated yet (see ``clone._clone_with_zero_init``).
+def copy_weights(model: keras.Model, clone: keras.Model) -> None:
+    """Gives the clone the model's weights.
 
     Raises:
         ExportValidationError: The clone does not have the model's weights.
@@ -38,7 +37,7 @@ def copy_weights(model: keras.Model, clone: keras.Model, deferred: list) -> None
     # The clone reads the model's own variables: no copy of the weights. Tracing
     # only captures them (graphs are never run here), and the checkpoint written
     # from them holds exactly the model's values.
-    _take(zip(source, target, strict=True), deferred)
+    _take(zip(source, target, strict=True), [])
 
 
 def _take(pairs: Any, deferred: list) -> None:

@@ -59,12 +59,14 @@ from export_core.warmup import check_warmup
 
 # Two loads at a time overlap one's graph import with the other's restore and run
 # (ResNet50, all modes: 5.9 s -> 4.1 s). A load that restores holds a copy of the
-# weights; restoring loads take turns (the gate in verify_reload) when nothing else
-# would run beside them (serving-only: ResNet50 120 MB lower peak, 0.4 s slower) or
-# the checkpoint reaches PARALLEL_BELOW bytes. In an all-modes export of a smaller
-# one, the train and eval checks run beside them, the imported graphs set the peak,
-# and taking turns only cost time (ResNet50: 0.6 s, the same peak).
+# weights; restoring loads take turns (the gate in verify_reload) when a second copy
+# would matter: from OVERLAP_BELOW bytes of checkpoint when nothing else runs beside
+# them (serving-only ResNet50: 120 MB lower peak, 0.4 s slower), and from
+# PARALLEL_BELOW in an all-modes export, whose train and eval checks run beside them
+# and whose imported graphs, not the copies, set the peak (ResNet50: taking turns
+# cost 0.6 s for the same peak).
 THREADS = 2
+OVERLAP_BELOW = 64 * 2**20
 PARALLEL_BELOW = 512 * 2**20
 # Graph imports take turns: two threads importing graphs at once (the TF1 session
 # loader and tf.saved_model.load's v1 path) crashed TensorFlow 2.21 in its graph
@@ -135,8 +137,9 @@ def verify_reload(
     n_graphs = len(meta_graphs)
     # Held by a load while it holds a copy of the weights; see THREADS for when not.
     checks_beside = not full and any(mode != c.SERVE for mode in modes)
-    small = _checkpoint_bytes(saved_model_dir) < PARALLEL_BELOW
-    gate = contextlib.nullcontext() if checks_beside and small else threading.Lock()
+    size = _checkpoint_bytes(saved_model_dir)
+    overlap = size < (PARALLEL_BELOW if checks_beside else OVERLAP_BELOW)
+    gate = contextlib.nullcontext() if overlap else threading.Lock()
     restoring: dict[str, Callable[[], dict | None]] = {}
     checking: dict[str, Callable[[], dict | None]] = {}
     for mode in modes:

@@ -9,7 +9,6 @@ import tensorflow as tf
 from numpy.testing import assert_allclose
 
 import export_core
-from export_core import tf_private
 from tests import models
 from tests.models import tf1_load, tf1_run
 
@@ -219,9 +218,10 @@ class OrthogonalOnly(keras.layers.Dense):
             raise ValueError("OrthogonalOnly needs kernel_initializer='orthogonal'")
 
 
-def test_cloning_a_trained_model_allocates_neither_weights_nor_optimizer_slots(tmp_path, batch):
-    """A trained model's clone takes its weights and Adam moments: TensorFlow allocates
-    nothing for them (it used to fill zeros as large as the weights, then the slots)."""
+def test_cloning_a_trained_model_allocates_no_optimizer_slots(tmp_path, batch):
+    """A trained model's clone takes its Adam moments: TensorFlow allocates nothing for
+    them (it filled zeros as large as the slots, twice the weights, then copied them).
+    The clone's weights start as zeros (see clone._clone_with_zero_init), once."""
     from export_core.clone import clone_for_mode
     from export_core.validate import validate_export
 
@@ -238,7 +238,7 @@ def test_cloning_a_trained_model_allocates_neither_weights_nor_optimizer_slots(t
     train = clone_for_mode(model, plan, "train")
     grown = tf.config.experimental.get_memory_info("CPU:0")["peak"] - start
     weight_bytes = 4 * (1000 * 1000 + 1000)
-    assert grown < weight_bytes // 4, f"cloning allocated {grown} bytes"
+    assert grown < weight_bytes * 3 // 2, f"cloning allocated {grown} bytes"
     assert train.optimizer.iterations.numpy() == 1
     for mine, theirs in zip(train.optimizer.variables, model.optimizer.variables, strict=True):
         assert mine.value is theirs.value  # the model's own variables, shared
@@ -252,12 +252,8 @@ def test_clones_skip_random_initialisation_but_fall_back_when_a_layer_objects(tm
     from export_core import clone
 
     plain = models.functional_regressor()
-    fast, deferred = clone._clone_with_zero_init(plain)
+    fast = clone._clone_with_zero_init(plain)
     assert fast is not None
-    # Not even allocated: each takes the model's variable, or its (zero) initializer's.
-    assert {id(w) for w in fast.weights} <= {id(v) for v in deferred}
-    for variable in deferred:
-        tf_private.initialize_deferred(variable)
     assert all(not np.any(w.numpy()) for w in fast.weights)
 
     inputs = keras.Input((3,), name="x")
@@ -265,7 +261,7 @@ def test_clones_skip_random_initialisation_but_fall_back_when_a_layer_objects(tm
         inputs, OrthogonalOnly(2, kernel_initializer="orthogonal", name="y")(inputs)
     )
     picky.compile("adam", "mse")
-    assert clone._clone_with_zero_init(picky) == (None, [])
+    assert clone._clone_with_zero_init(picky) is None
     path = export_core.export_saved_model(picky, str(tmp_path))
     got = models.tf1_predict(path, {"x": batch})["y"]
     assert_allclose(got, picky.predict(batch, verbose=0), atol=1e-5)
