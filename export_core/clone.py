@@ -133,17 +133,23 @@ def _compile(model: keras.Model, clone: keras.Model, custom_objects: Mapping | N
     is built again the normal way.
     """
     config = model.get_compile_config()
-    try:
-        with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
-            if not (_keras_compile(clone) and getattr(model.optimizer, "built", False)):
-                clone.compile_from_config(config)
-                return []
-            # What Model.compile_from_config does, with the optimizer built apart.
-            clone.compile(**keras.saving.deserialize_keras_object(config))
-    except (TypeError, ValueError) as exc:
-        raise CustomObjectError(
-            missing_custom_object_message(f"Model '{model.name}'", exc)
-        ) from exc
+
+    def trusted(call: Any) -> None:  # as _clone: the caller's own objects, reported clearly
+        try:
+            with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
+                call()
+        except (TypeError, ValueError) as exc:
+            raise CustomObjectError(
+                missing_custom_object_message(f"Model '{model.name}'", exc)
+            ) from exc
+
+    def compile_clone() -> None:  # Model.compile_from_config, but for building the optimizer
+        clone.compile(**keras.saving.deserialize_keras_object(config))
+
+    if not (_keras_compile(clone) and getattr(model.optimizer, "built", False)):
+        trusted(lambda: clone.compile_from_config(config))
+        return []
+    trusted(compile_clone)
     if not clone.built:
         return []
     try:
@@ -151,7 +157,7 @@ def _compile(model: keras.Model, clone: keras.Model, custom_objects: Mapping | N
             clone.optimizer.build(clone.trainable_variables)
         return created
     except (TypeError, ValueError, AttributeError):
-        clone.compile(**keras.saving.deserialize_keras_object(config))  # a fresh optimizer
+        trusted(compile_clone)  # a fresh optimizer, built the normal way
         clone.optimizer.build(clone.trainable_variables)
         return []
 

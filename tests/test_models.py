@@ -247,6 +247,34 @@ def test_cloning_a_trained_model_allocates_no_optimizer_slots(tmp_path, batch):
     assert_allclose(got, model.predict(np.ones((2, 1000), "float32"), verbose=0), atol=1e-5)
 
 
+@keras.saving.register_keras_serializable(package="tests")
+class ValueInBuildAdam(keras.optimizers.Adam):
+    """Creates a variable from a value in build(): it cannot be deferred."""
+
+    def build(self, variables):
+        super().build(variables)
+        self.steps_seen = keras.Variable(0.0, trainable=False, name="steps_seen")
+
+
+def test_an_optimizer_whose_build_needs_values_is_cloned_the_normal_way(tmp_path):
+    from export_core.clone import clone_for_mode
+    from export_core.validate import validate_export
+
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="y")(inputs))
+    model.compile(ValueInBuildAdam(1e-2), "mse")
+    model.fit(np.ones((4, 3), "float32"), np.ones((4, 2), "float32"), verbose=0)
+    train = clone_for_mode(model, validate_export(model, str(tmp_path)), "train")
+    assert train.optimizer.iterations.numpy() == 1
+    momentum = [v for v in train.optimizer.variables if "momentum" in v.path][0]
+    source = [v for v in model.optimizer.variables if "momentum" in v.path][0]
+    assert_allclose(momentum.numpy(), source.numpy())
+    assert np.any(source.numpy())  # a real, trained slot
+    path = export_core.export_saved_model(model, str(tmp_path / "out"))
+    got = models.tf1_predict(path, {"x": np.ones((2, 3), "float32")})["y"]
+    assert_allclose(got, model.predict(np.ones((2, 3), "float32"), verbose=0), atol=1e-5)
+
+
 def test_clones_skip_random_initialisation_but_fall_back_when_a_layer_objects(tmp_path, batch):
     """Clones are rebuilt with zero initializers (the weights are copied in anyway)."""
     from export_core import clone
