@@ -84,7 +84,7 @@ def _can_share(src: Any, dst: Any) -> bool:
 
 
 def copy_optimizer_state(model: keras.Model, clone: keras.Model, deferred: list) -> None:
-    """Builds the clone's optimizer and copies the caller's optimizer variables.
+    """Builds the clone's optimizer and gives it the caller's optimizer variables.
 
     An optimizer that never stepped has no slots yet; the clone then starts from
     zeros too, exactly as the caller's would on its first step. ``deferred`` are

@@ -179,6 +179,9 @@ def dtype_name(enum: int) -> str:
     return dtypes.as_dtype(enum).name
 
 
+_UNINITIALIZED = "uninitialized_variables"  # Keras's registry of deferred variables
+
+
 @contextlib.contextmanager
 def deferred_variables() -> Iterator[list]:
     """Keras variables created inside are not allocated until ``initialize_deferred``.
@@ -197,9 +200,6 @@ def deferred_variables() -> Iterator[list]:
         known = {id(v) for v in before}
         created.extend(v for v in registered if id(v) not in known)
         keras_global_state.set_global_attribute(_UNINITIALIZED, before)
-
-
-_UNINITIALIZED = "uninitialized_variables"
 
 
 @guarded

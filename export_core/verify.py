@@ -20,8 +20,8 @@ more, as much as everything else in verification.
 
 Two loads run at a time (see ``THREADS``): one restores and runs (TensorFlow's
 C++, off the GIL) while the other imports its graph. Graph imports take turns
-(``_IMPORT_LOCK``), and so, unless the train and eval checks run beside them, do
-the loads that restore the weights, so that one copy of them is held at a time.
+(``_IMPORT_LOCK``), and so, once a second copy of the weights would matter, do the
+loads that restore them (see ``THREADS``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -189,7 +188,7 @@ def _interleaved(first: dict, second: dict) -> dict:
     return dict(merged + a[n:] + b[n:])
 
 
-def _gated(gate: AbstractContextManager, load: Callable[..., Any], *args: Any) -> Any:
+def _gated(gate: contextlib.AbstractContextManager, load: Callable[..., Any], *args: Any) -> Any:
     with gate:
         return load(*args)
 
@@ -243,7 +242,7 @@ def _run_tf1(
     tag: str,
     feeds: dict | None,
     plan: list[Restored] | None = None,
-    gate: AbstractContextManager | None = None,
+    gate: contextlib.AbstractContextManager | None = None,
     saved_model: Any = None,
 ) -> dict[str, np.ndarray] | None:
     """Loads (and with ``feeds`` runs) one MetaGraph in a TF1 session; given the
