@@ -42,7 +42,7 @@ def copy_layer_state(model: keras.Model, clone: keras.Model, built: bool = True)
     Raises:
         ExportValidationError: The clone's stateful layers differ from the model's.
     """
-    sources, targets = stateful_layers(model), stateful_layers(clone)
+    sources, targets = _stateful_layers(model), _stateful_layers(clone)
     if [type(x) for x in sources] != [type(x) for x in targets]:
         raise ExportValidationError(
             f"The clone of model '{model.name}' has different stateful layers than the "
@@ -60,7 +60,7 @@ def copy_layer_state(model: keras.Model, clone: keras.Model, built: bool = True)
         _reuse_vocabulary_file(source, target)
 
 
-def stateful_layers(model: keras.Model) -> list[keras.layers.Layer]:
+def _stateful_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Layers that may hold state outside their weights: preprocessing layers
     (``adapt``), layers with assets or that rebuild state in ``finalize_state``."""
     return [

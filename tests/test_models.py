@@ -218,7 +218,7 @@ class OrthogonalOnly(keras.layers.Dense):
             raise ValueError("OrthogonalOnly needs kernel_initializer='orthogonal'")
 
 
-def test_cloning_a_trained_model_allocates_no_optimizer_slots(tmp_path, batch):
+def test_cloning_a_trained_model_allocates_no_optimizer_slots(tmp_path):
     """A trained model's clone takes its Adam moments: TensorFlow allocates nothing for
     them (it filled zeros as large as the slots, twice the weights, then copied them).
     The clone's weights start as zeros (see clone._clone_with_zero_init), once."""
