@@ -9,8 +9,9 @@ weights and, for training, the optimizer's state (iteration count, Adam moments,
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +25,9 @@ from export_core.errors import (
     missing_custom_object_message,
 )
 from export_core.layer_state import copy_layer_state
-from export_core.shared_state import copy_optimizer_state, copy_weights
+from export_core.shared_state import copy_optimizer_state, copy_weights, optimizer_state
 from export_core.tf_private import Functional, SafeModeScope
+from export_core.training_setup import copy_optimizer
 from export_core.validate import ExportPlan
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class ModeClones:
         seen, total = set(), 0
         for model in self.models.values():
             optimizer = getattr(model, "optimizer", None)
-            variables = list(model.weights) + (list(optimizer.variables) if optimizer else [])
+            variables = list(model.weights) + (optimizer_state(model) if optimizer else [])
             for variable in variables:
                 if id(variable) not in seen:
                     seen.add(id(variable))
@@ -76,18 +78,25 @@ def clone_per_mode(
 
 
 def clone_for_mode(
-    model: keras.Model, plan: ExportPlan, mode: str, custom_objects: Mapping[str, Any] | None = None
+    model: keras.Model,
+    plan: ExportPlan,
+    mode: str,
+    custom_objects: Mapping[str, Any] | None = None,
+    share: bool = True,
 ) -> keras.Model:
-    """One mode's clone (see ``clone_per_mode``); a train clone also serves eval."""
+    """One mode's clone (see ``clone_per_mode``); a train clone also serves eval.
+
+    ``share=False`` makes a clone with copies of the model's state instead of its
+    variables: one that may run (``training_check`` trains it a step)."""
     if not plan.cloneable:
         # Cannot be rebuilt from a config: serving-only, traced as is. Tracing
         # model(x, training=False) reads the model; it changes no state.
         return model
     # The serving graph needs no optimizer: its clone is not compiled, which
     # spares building the optimizer's slots (Adam: two per weight).
-    clone, deferred = _clone(model, plan, custom_objects, compile=mode != c.SERVE)
+    clone, deferred = _clone(model, plan, custom_objects, mode != c.SERVE, share)
     if mode != c.SERVE:
-        copy_optimizer_state(model, clone, deferred)
+        copy_optimizer_state(model, clone, deferred, share)
     return clone
 
 
@@ -96,16 +105,15 @@ def _clone(
     plan: ExportPlan,
     custom_objects: Mapping[str, Any] | None,
     compile: bool = True,  # noqa: A002 - Keras's own name for it
+    share: bool = True,
 ):
-    try:
+    # Layers made without an explicit dtype take the global dtype policy, which is
+    # per thread (a Prefect task's thread, a fresh process, a script that set it back):
+    # the clone is made under the model's own policy, as the model was.
+    with _dtype_policy(model), _trusted(model, custom_objects):
         # The caller's own in-memory model is trusted code: a Lambda layer in it
         # must clone. (Loading a config from disk stays in safe mode, see load.py.)
-        with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
-            clone = _clone_with_zero_init(model) or keras.models.clone_model(model)
-    except (TypeError, ValueError) as exc:
-        raise CustomObjectError(
-            missing_custom_object_message(f"Model '{model.name}'", exc)
-        ) from exc
+        clone = _clone_with_zero_init(model) or keras.models.clone_model(model)
     if not clone.built:
         copy_layer_state(model, clone, built=False)  # vocabularies before the first call
         clone(plan.inputs.zeros())
@@ -113,15 +121,44 @@ def _clone(
     # variables, which must not yet be the model's (see shared_state). Compiling
     # comes last: it builds the optimizer, keyed by the variables it then holds.
     copy_layer_state(model, clone)
-    copy_weights(model, clone)
+    copy_weights(model, clone, share)
     deferred = []
     if compile and model.compiled:  # again if clone_model compiled it: see above
-        deferred = _compile(model, clone, custom_objects)
+        with _dtype_policy(model):
+            deferred = _compile(model, clone, custom_objects)
     return clone, deferred
+
+
+@contextlib.contextmanager
+def _dtype_policy(model: keras.Model) -> Iterator[None]:
+    """The model's dtype policy as this thread's global one, for as long as it runs."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(model.dtype_policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+@contextlib.contextmanager
+def _trusted(model: keras.Model, custom_objects: Mapping | None) -> Iterator[None]:
+    """The caller's custom objects, out of safe mode; a missing one reported clearly."""
+    try:
+        with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
+            yield
+    except (TypeError, ValueError) as exc:
+        raise CustomObjectError(
+            missing_custom_object_message(f"Model '{model.name}'", exc)
+        ) from exc
 
 
 def _compile(model: keras.Model, clone: keras.Model, custom_objects: Mapping | None) -> list:
     """Compiles ``clone`` as ``model`` was; returns the variables left deferred.
+
+    The clone's optimizer is a copy of the model's own, wrapper included (compile
+    wraps the optimizer in a ``LossScaleOptimizer`` under ``mixed_float16``; the
+    compile config holds the one before wrapping): its variables then correspond
+    one to one with the model's.
 
     Compiling builds the clone's optimizer. When the caller's optimizer has its
     slots already (a trained model), the clone takes those
@@ -133,31 +170,29 @@ def _compile(model: keras.Model, clone: keras.Model, custom_objects: Mapping | N
     is built again the normal way.
     """
     config = model.get_compile_config()
-
-    def trusted(call: Any) -> None:  # as _clone: the caller's own objects, reported clearly
-        try:
-            with keras.saving.custom_object_scope(dict(custom_objects or {})), SafeModeScope(False):
-                call()
-        except (TypeError, ValueError) as exc:
-            raise CustomObjectError(
-                missing_custom_object_message(f"Model '{model.name}'", exc)
-            ) from exc
-
-    def compile_clone() -> None:  # Model.compile_from_config, but for building the optimizer
-        clone.compile(**keras.saving.deserialize_keras_object(config))
-
-    if not (_keras_compile(clone) and getattr(model.optimizer, "built", False)):
-        trusted(lambda: clone.compile_from_config(config))
+    if not _keras_compile(clone):
+        with _trusted(model, custom_objects):
+            clone.compile_from_config(config)  # the class's own way
         return []
-    trusted(compile_clone)
+
+    def compile_clone() -> None:
+        with _trusted(model, custom_objects):
+            options = keras.saving.deserialize_keras_object(config)
+            options["optimizer"] = copy_optimizer(model)
+            clone.compile(**options, auto_scale_loss=False)
+
+    compile_clone()
     if not clone.built:
+        return []
+    if not getattr(model.optimizer, "built", False):
+        clone.optimizer.build(clone.trainable_variables)
         return []
     try:
         with tf_private.deferred_variables() as created:
             clone.optimizer.build(clone.trainable_variables)
         return created
     except (TypeError, ValueError, AttributeError):
-        trusted(compile_clone)  # a fresh optimizer, built the normal way
+        compile_clone()  # a fresh optimizer, built the normal way
         clone.optimizer.build(clone.trainable_variables)
         return []
 

@@ -47,7 +47,7 @@ def run_custom_step(model: keras.Model, mode: str, x: Any, y: Any) -> dict[str, 
             "of metric names to values, e.g. {'loss': loss}"
         )
     out: dict[str, tf.Tensor] = {}
-    for name, value in _flatten(logs):
+    for name, value in flat_logs(logs):
         tensor = tf.convert_to_tensor(value)
         if name == c.LOSS_KEY:
             out[c.LOSS_KEY] = tensor
@@ -57,11 +57,12 @@ def run_custom_step(model: keras.Model, mode: str, x: Any, y: Any) -> dict[str, 
     return out
 
 
-def _flatten(logs: Mapping[str, Any], prefix: str = ""):
+def flat_logs(logs: Mapping[str, Any], prefix: str = ""):
+    """``(name, value)`` of a step's logs, nested ones named ``a/b``."""
     for key, value in logs.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            yield from _flatten(value, f"{name}/")
+            yield from flat_logs(value, f"{name}/")
         else:
             yield name, value
 

@@ -35,6 +35,7 @@ class Golden:
     inputs: Mapping[str, np.ndarray]
     outputs: Mapping[str, np.ndarray]
     synthesized: bool = True
+    tolerance: float = 1e-5  # rtol = atol the outputs are compared with (see parity)
 
 
 def is_text(array: np.ndarray) -> bool:
@@ -56,6 +57,7 @@ def write_golden(folder: str, golden: Golden) -> str:
         for name, value in group.items():
             arrays.update(_encode(prefix + name, np.asarray(value)))
     arrays["synthesized"] = np.asarray(golden.synthesized)
+    arrays["tolerance"] = np.asarray(golden.tolerance, np.float64)
     with open(os.path.join(folder, c.GOLDEN), "wb") as handle:
         np.savez(handle, **arrays)
     return c.GOLDEN
@@ -80,7 +82,8 @@ def load_golden(data: bytes) -> Golden:
                 name = key[len(prefix) :].removesuffix(BYTES)
                 group[name] = _decode(arrays, prefix + name)
     synthesized = bool(arrays.get("synthesized", np.asarray(True)))
-    return Golden(groups[INPUTS], groups[OUTPUTS], synthesized)
+    tolerance = float(arrays.get("tolerance", np.asarray(1e-5)))
+    return Golden(groups[INPUTS], groups[OUTPUTS], synthesized, tolerance)
 
 
 def _encode(key: str, array: np.ndarray) -> dict[str, np.ndarray]:

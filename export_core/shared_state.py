@@ -20,39 +20,44 @@ from export_core import tf_private
 from export_core.errors import ExportValidationError
 
 
-def copy_weights(model: keras.Model, clone: keras.Model) -> None:
-    """Gives the clone the model's weights.
+def copy_weights(model: keras.Model, clone: keras.Model, share: bool = True) -> None:
+    """Gives the clone the model's variables (``share=False``: copies of them).
+
+    Every variable, not only the weights: the state of each layer's random seed
+    generator too (Dropout, GaussianNoise...), so that the train graph draws the
+    masks Keras's next step on the model would draw.
 
     Raises:
-        ExportValidationError: The clone does not have the model's weights.
+        ExportValidationError: The clone does not have the model's variables.
     """
-    source, target = model.weights, clone.weights
+    source, target = model.variables, clone.variables
     shapes = [tuple(v.shape) for v in source]
     if shapes != [tuple(v.shape) for v in target]:
         raise ExportValidationError(
-            f"The clone of model '{model.name}' has different weights than the model "
+            f"The clone of model '{model.name}' has different variables than the model "
             f"({len(target)} vs {len(source)}). A subclassed model's get_config()/"
             "from_config() must rebuild the same layers in the same order."
         )
     # The clone reads the model's own variables: no copy of the weights. Tracing
     # only captures them (graphs are never run here), and the checkpoint written
     # from them holds exactly the model's values.
-    _take(zip(source, target, strict=True), [])
+    _take(zip(source, target, strict=True), [], share)
 
 
-def _take(pairs: Any, deferred: list) -> None:
+def _take(pairs: Any, deferred: list, share: bool = True) -> None:
     """Gives each ``dst`` its ``src``'s value: shared where nothing the graph records
-    would change, else copied. A deferred ``dst`` that is not shared is allocated
-    first; deferred variables without a ``src`` are allocated from their initializer."""
+    would change, else copied (always copied unless ``share``). A deferred ``dst`` that
+    is not shared is allocated first; deferred variables without a ``src`` are
+    allocated from their initializer."""
     pending = {id(v) for v in deferred}
     for src, dst in pairs:
         if id(dst) in pending:
             pending.discard(id(dst))
-            if _can_share_deferred(src, dst):
+            if share and _can_share_deferred(src, dst):
                 tf_private.share_backing_variable(dst, src)
                 continue
             tf_private.initialize_deferred(dst)
-        if _can_share(src, dst):
+        if share and _can_share(src, dst):
             tf_private.share_backing_variable(dst, src)
         else:
             dst.assign(src.value)
@@ -83,7 +88,9 @@ def _can_share(src: Any, dst: Any) -> bool:
     )
 
 
-def copy_optimizer_state(model: keras.Model, clone: keras.Model, deferred: list) -> None:
+def copy_optimizer_state(
+    model: keras.Model, clone: keras.Model, deferred: list, share: bool = True
+) -> None:
     """Builds the clone's optimizer and gives it the caller's optimizer variables.
 
     An optimizer that never stepped has no slots yet; the clone then starts from
@@ -96,17 +103,24 @@ def copy_optimizer_state(model: keras.Model, clone: keras.Model, deferred: list)
     if not optimizer.built:
         optimizer.build(clone.trainable_variables)
     if not source.built:
-        pairs = [(source.iterations, optimizer.iterations)]
+        counters = (tf_private.iteration_counter(source), tf_private.iteration_counter(optimizer))
+        pairs = [counters]
     else:
-        if [tuple(v.shape) for v in source.variables] != [
-            tuple(v.shape) for v in optimizer.variables
-        ]:
+        theirs, ours = optimizer_state(model), optimizer_state(clone)
+        if [tuple(v.shape) for v in theirs] != [tuple(v.shape) for v in ours]:
             raise ExportValidationError(
                 f"The optimizer of model '{model.name}' ({type(source).__name__}) holds "
                 "variables that its clone does not; export with serving_only=True."
             )
-        pairs = list(zip(source.variables, optimizer.variables, strict=True))
-    _take(pairs, deferred)  # shared like the weights (see copy_weights)
+        pairs = list(zip(theirs, ours, strict=True))
+    _take(pairs, deferred, share)  # shared like the weights (see copy_weights)
+
+
+def optimizer_state(model: keras.Model) -> list:
+    """Every variable of the model's optimizer: ``optimizer.variables``, then those it
+    holds without listing them (``tf_private.untracked_optimizer_variables``)."""
+    optimizer = model.optimizer
+    return list(optimizer.variables) + tf_private.untracked_optimizer_variables(optimizer)
 
 
 def _can_share_deferred(src: Any, dst: Any) -> bool:

@@ -8,16 +8,18 @@ dtype strings) so they can travel between pipeline steps and into manifests;
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from export_core.errors import ExportValidationError
 
-SINGLE, LIST, DICT = "single", "list", "dict"
+keras_tree = keras.tree
 SAMPLE_WORDS = (b"the cat sat", b"a", b"", b"dog ran far away", b"zzz-unknown", b"42", b"the")
 
 
@@ -54,14 +56,20 @@ class InputSignature:
     """The model's inputs, flat and named, plus how to pack them for ``model(...)``.
 
     Attributes:
-        tensors: One entry per input tensor; names are the signature's input keys.
-        structure: ``"single"``, ``"list"`` or ``"dict"`` — what ``model.call`` takes.
-        keys: For ``"dict"``, the dict key of each tensor (same order as ``tensors``).
+        tensors: One entry per input tensor, in ``keras.tree.flatten`` order of the
+            structure the model is called with; names are the signature's input keys.
+        layout: That structure (one tensor, a list, a dict, or any nesting of them)
+            with each tensor replaced by its index in ``tensors``: ``0`` for one
+            tensor, ``[0, 1]`` for a list, ``{"age": 0, "geo": [1, 2]}``...
     """
 
     tensors: tuple[TensorInfo, ...]
-    structure: str = SINGLE
-    keys: tuple[str, ...] = ()
+    layout: Any = 0
+
+    @classmethod
+    def by_name(cls, tensors: Sequence[TensorInfo]) -> InputSignature:
+        """Flat inputs called as a dict by name (a SavedModel's serving signature)."""
+        return cls(tuple(tensors), {t.name: i for i, t in enumerate(tensors)})
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -72,27 +80,19 @@ class InputSignature:
 
     def pack(self, flat: Sequence[Any]) -> Any:
         """Arranges flat tensors in the structure the model is called with."""
-        if self.structure == SINGLE:
-            return flat[0]
-        if self.structure == DICT:
-            return dict(zip(self.keys, flat, strict=True))
-        return list(flat)
+        return keras_tree.map_structure(lambda i: flat[i], self.layout)
 
     def zeros(self) -> Any:
         """Zero inputs (unknown dimensions as 1), packed for ``model(...)``: builds a model."""
         return self.pack([t.zeros() for t in self.tensors])
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "tensors": [t.to_dict() for t in self.tensors],
-            "structure": self.structure,
-            "keys": list(self.keys),
-        }
+        return {"tensors": [t.to_dict() for t in self.tensors], "layout": self.layout}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InputSignature:
         tensors = tuple(TensorInfo.from_dict(t) for t in data["tensors"])
-        return cls(tensors, data.get("structure", SINGLE), tuple(data.get("keys", ())))
+        return cls(tensors, data.get("layout", 0))
 
 
 def infer_input_signature(model: Any, input_signature: Any = None) -> InputSignature:
@@ -100,9 +100,9 @@ def infer_input_signature(model: Any, input_signature: Any = None) -> InputSigna
 
     Args:
         model: A Keras model.
-        input_signature: Optional nested ``tf.TensorSpec`` structure (a single spec,
-            a list or a dict) shaped like the model's first call argument. A list
-            holding one nested structure (``tf.function`` style) is accepted too.
+        input_signature: Optional ``tf.TensorSpec`` structure (one spec, a list, a
+            dict, or a nesting of them) shaped like the model's first call argument.
+            A list holding one nested structure (``tf.function`` style) is accepted too.
 
     Raises:
         ExportValidationError: When the signature is malformed, or when it is absent
@@ -136,30 +136,44 @@ def _signature_from_specs(specs: Any, model_names: list[str] | None) -> InputSig
         inner = specs[0]
         if isinstance(inner, list | tuple | dict) or not model_names or len(model_names) == 1:
             specs = inner
-    flat = tf.nest.flatten(specs)
-    if not flat or not all(isinstance(s, tf.TensorSpec) for s in flat):
+    try:
+        paths = keras_tree.flatten_with_path(specs)
+    except (TypeError, ValueError):
+        paths = []
+    if not paths or not all(isinstance(s, tf.TensorSpec) for _, s in paths):
         raise ExportValidationError(
-            "input_signature must be a tf.TensorSpec or a list/dict of them, e.g. "
-            "tf.TensorSpec((None, 10), tf.float32, name='features'); "
+            "input_signature must be a tf.TensorSpec or a list/dict (or a nesting) of them, "
+            "e.g. tf.TensorSpec((None, 10), tf.float32, name='features'); "
             f"received {specs!r}."
         )
-    if isinstance(specs, dict):
-        keys = tuple(sorted(specs))
-        names = [specs[k].name or k for k in keys]
-        return InputSignature(_infos([specs[k] for k in keys], names), DICT, keys)
-    seq = list(specs) if isinstance(specs, list | tuple) else [specs]
-    if any(isinstance(s, list | tuple | dict) for s in seq):
-        raise ExportValidationError(
-            "input_signature may be nested one level only (a spec, a list of specs or "
-            f"a dict of specs); received {specs!r}."
-        )
-    defaults = model_names if model_names and len(model_names) == len(seq) else None
+    flat = [s for _, s in paths]
+    defaults = model_names if model_names and len(model_names) == len(flat) else None
     names = [
-        s.name or (defaults[i] if defaults else ("inputs" if len(seq) == 1 else f"input_{i}"))
-        for i, s in enumerate(seq)
+        s.name or (defaults[i] if defaults else path_name(path, "inputs"))
+        for i, (path, s) in enumerate(paths)
     ]
-    structure = SINGLE if not isinstance(specs, list | tuple) else LIST
-    return InputSignature(_infos(seq, names), structure)
+    return InputSignature(_infos(flat, names), _layout(specs))
+
+
+def path_name(path: Sequence[Any], argument: str) -> str:
+    """A tensor's input name from its path in the call argument's structure.
+
+    One tensor takes the argument's name; otherwise dict keys and list positions
+    joined by ``_``, prefixed by the argument's name when the outermost level is a
+    list (``inputs_0``, ``age``, ``user_0``).
+    """
+    if not path:
+        return argument
+    parts = [str(p) for p in path]
+    if isinstance(path[0], int):
+        parts.insert(0, argument)
+    return "_".join(parts)
+
+
+def _layout(structure: Any) -> Any:
+    """The structure with each leaf replaced by its flat index."""
+    counter = iter(range(1 << 30))
+    return keras_tree.map_structure(lambda _: next(counter), structure)
 
 
 def _infos(specs: Sequence[tf.TensorSpec], names: Sequence[str]) -> tuple[TensorInfo, ...]:
@@ -181,31 +195,77 @@ def _model_inputs(model: Any) -> InputSignature | None:
         names = [_input_layer_name(t) for t in tensors]
         specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype)) for t in tensors]
         struct = getattr(model, "_inputs_struct", None)
-        if isinstance(struct, dict):
-            keys = tuple(struct)
-            by_id = {id(t): i for i, t in enumerate(tensors)}
-            order = [by_id[id(struct[k])] for k in keys]
-            return InputSignature(
-                _infos([specs[i] for i in order], [names[i] for i in order]), DICT, keys
-            )
-        structure = LIST if isinstance(struct, list | tuple) else SINGLE
-        return InputSignature(_infos(specs, names), structure)
+        if struct is None:
+            layout = 0 if len(specs) == 1 else list(range(len(specs)))
+            return InputSignature(_infos(specs, names), layout)
+        # model.inputs is the structure flattened (keras.tree order); the layout
+        # maps each of its tensors back to its place.
+        by_id = {id(t): i for i, t in enumerate(tensors)}
+        layout = keras_tree.map_structure(lambda t: by_id[id(t)], struct)
+        if not keras_tree.is_nested(struct) and len(tensors) == 1:
+            layout = 0
+        return InputSignature(_infos(specs, names), layout)
     return _called_model_inputs(model)
 
 
 def _called_model_inputs(model: Any) -> InputSignature | None:
-    """Subclassed models record the shape of their first call in the build config."""
+    """A subclassed model's inputs, from the shapes of its first call (as Keras's own
+    ``model.export`` takes them): any structure, the batch size free, each tensor of
+    the model's ``input_dtype``."""
     if not getattr(model, "built", False):
         return None
-    build = model.get_build_config() or {}
-    shape = build.get("input_shape")
-    if shape is None or not isinstance(shape, list | tuple):
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if len(shapes) != 1:
+        return None  # never called, or a call() of several arguments
+    structure = _shapes_as_leaves(next(iter(shapes.values())))
+    if structure is None:
         return None
-    if shape and all(isinstance(s, list | tuple) for s in shape):
-        return None  # several inputs: the structure is unknown, ask for input_signature
+    dtype = tf.as_dtype(_input_dtype(model)).name
+    argument = _call_argument_name(model)
+    paths = keras_tree.flatten_with_path(structure)
+    infos = tuple(
+        TensorInfo(_sanitized(path_name(path, argument)), (None, *shape.dims[1:]), dtype)
+        for path, shape in paths
+    )
+    if len({t.name for t in infos}) != len(infos):
+        return None
+    return InputSignature(infos, _layout(structure))
+
+
+def _input_dtype(model: Any) -> str:
+    """What a subclassed model's inputs are fed as: Keras casts them to ``input_dtype``
+    (the compute dtype); under a mixed policy the serving contract stays the variable
+    dtype (float32), as a Functional model's ``keras.Input`` would be."""
     dtype = getattr(model, "input_dtype", None) or "float32"
-    name = _call_argument_name(model)
-    return InputSignature((TensorInfo(name, tuple(shape), tf.as_dtype(dtype).name),))
+    policy = getattr(model, "dtype_policy", None)
+    if policy is not None and dtype == policy.compute_dtype:
+        return policy.variable_dtype
+    return dtype
+
+
+@dataclass(frozen=True)
+class _Shape:
+    dims: tuple[int | None, ...]
+
+
+def _shapes_as_leaves(structure: Any) -> Any:
+    """Keras's recorded shapes (tuples of ints, nested in dicts and lists) with each
+    shape as one leaf; None when a shape cannot be told from a structure."""
+    if isinstance(structure, list | tuple):
+        if all(isinstance(d, int) or d is None for d in structure):
+            return _Shape(tuple(structure)) if structure else None
+        items = [_shapes_as_leaves(s) for s in structure]
+        return None if any(i is None for i in items) else items
+    if isinstance(structure, Mapping):
+        items = {str(k): _shapes_as_leaves(v) for k, v in structure.items()}
+        return None if any(i is None for i in items.values()) else items
+    return None
+
+
+def _sanitized(name: str) -> str:
+    """A name TensorFlow accepts for a placeholder (letters, digits, ``_.-/``)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-/]", "_", name)
+    return cleaned if re.match(r"[A-Za-z0-9.]", cleaned) else f"input_{cleaned}"
 
 
 def _call_argument_name(model: Any) -> str:

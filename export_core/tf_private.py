@@ -226,3 +226,69 @@ def share_backing_variable(dst: Any, src: Any) -> None:
     if not hasattr(dst, "_value"):
         raise AttributeError("keras.Variable._value")
     dst._value = src.value  # noqa: SLF001
+
+
+@guarded
+def clear_losses(model: Any) -> None:
+    """Drops the losses layers added in their last call (``add_loss``, activity
+    regularizers): ``model.losses`` holds them until the next call, and after a
+    trace they belong to that trace's graph."""
+    model._clear_losses()  # noqa: SLF001
+
+
+@guarded
+def keras_compute_loss(model: Any, *args: Any, **kwargs: Any) -> Any:
+    """``Trainer._compute_loss`` of the model's class: what ``train_step`` and
+    ``test_step`` call (it passes ``training`` only to a ``compute_loss`` taking it)."""
+    return type(model)._compute_loss(model, *args, **kwargs)  # noqa: SLF001
+
+
+@guarded
+def iteration_counter(optimizer: Any) -> Any:
+    """The Keras variable that counts the optimizer's train steps (one per call).
+
+    ``optimizer.iterations`` is that variable, except under gradient accumulation,
+    where it is a tensor (``_iterations // gradient_accumulation_steps``) computed
+    from the per-call counter; a ``LossScaleOptimizer`` answers with its inner one's.
+    """
+    counter = optimizer.iterations
+    if hasattr(counter, "assign_add") and hasattr(counter, "value"):
+        return counter
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        return iteration_counter(inner)
+    return optimizer._iterations  # noqa: SLF001
+
+
+def untracked_optimizer_variables(optimizer: Any) -> list:
+    """Variables an optimizer (or one it wraps) holds as attributes without listing
+    them in ``optimizer.variables``, in a fixed order.
+
+    Keras lists what ``add_variable`` creates; a variable created otherwise while
+    tracking is off is missing: Nadam's ``_u_product`` inside a
+    ``LossScaleOptimizer`` (whose ``build`` turns tracking off), which Keras's own
+    ``.keras`` files then do not save either. The train step still reads it.
+    """
+    listed = {id(v) for v in optimizer.variables}
+    found: list = []
+    pending = [optimizer]
+    while pending:
+        current = pending.pop(0)
+        for value in vars(current).values():
+            if _is_keras_variable(value) and id(value) not in listed:
+                listed.add(id(value))
+                found.append(value)
+        pending.extend(_wrapped_optimizers(current))
+    return found
+
+
+def _wrapped_optimizers(optimizer: Any) -> list:
+    inner = [getattr(optimizer, "inner_optimizer", None)]
+    inner += list(getattr(optimizer, "_inner_optimizers", None) or [])
+    return [o for o in inner if o is not None]
+
+
+def _is_keras_variable(value: Any) -> bool:
+    from keras import Variable
+
+    return isinstance(value, Variable)

@@ -19,8 +19,9 @@ those are what the functions capture, and what the TF1 session loader must find.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +32,15 @@ from export_core import constants as c
 from export_core.clone import ModeClones
 from export_core.custom_step import overridden_step, refuse_custom_step, run_custom_step
 from export_core.errors import ExportValidationError, UnsupportedModelError
+from export_core.shared_state import optimizer_state
 from export_core.signature import TensorInfo, output_names
-from export_core.tf_private import captured_owner, has_checkpoint_state
+from export_core.tf_private import (
+    captured_owner,
+    clear_losses,
+    has_checkpoint_state,
+    iteration_counter,
+    keras_compute_loss,
+)
 from export_core.validate import ExportPlan
 
 
@@ -112,7 +120,7 @@ def trace_supervised(
 
     def step(*flat):
         x = plan.inputs.pack(list(flat[:n_inputs]))
-        y = _pack_like(model, pred_names, list(flat[n_inputs:]))
+        y = pack_targets(model, pred_names, list(flat[n_inputs:]))
         if custom:
             out = run_custom_step(model, mode, x, y)
         else:
@@ -135,28 +143,57 @@ def trace_supervised(
         root,
         plan.inputs.tensors + targets,
         _output_infos(function, order),
-        global_step=model.optimizer.iterations.value,
+        global_step=iteration_counter(model.optimizer).value,
         custom_step=custom,
     )
 
 
 def _keras_step(model: keras.Model, training: bool, pred_names: list[str], x: Any, y: Any):
-    """Keras's default train_step (one optimizer step) or test_step, with predictions."""
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=training)
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
-    if training and model.trainable_weights:
-        grads = tape.gradient(loss, model.trainable_weights)
-        model.optimizer.apply_gradients(zip(grads, model.trainable_weights, strict=True))
-    results = model.compute_metrics(x, y, y_pred)
-    out = {c.LOSS_KEY: loss}
-    for name, value in zip(pred_names, tf.nest.flatten(y_pred), strict=True):
+    """Keras's own ``train_step`` (one optimizer step) or ``test_step``, run as is.
+
+    The step is Keras's method itself, not a copy of it: loss scaling, the loss
+    tracker, regularization losses, gradient accumulation and whatever a later
+    Keras release adds stay exactly Keras's. The signature's outputs are read on
+    the way: the loss ``_compute_loss`` returned (before any loss scaling), and the
+    predictions and metric results ``compute_metrics`` received and returned.
+    """
+    seen: dict[str, Any] = {}
+    cls = type(model)
+
+    def compute_loss(*args: Any, **kwargs: Any):
+        seen["loss"] = keras_compute_loss(model, *args, **kwargs)
+        return seen["loss"]
+
+    def compute_metrics(x: Any, y: Any, y_pred: Any, sample_weight: Any = None):
+        seen["y_pred"] = y_pred
+        seen["results"] = cls.compute_metrics(model, x, y, y_pred, sample_weight=sample_weight)
+        return seen["results"]
+
+    with instance_overrides(model, _compute_loss=compute_loss, compute_metrics=compute_metrics):
+        (model.train_step if training else model.test_step)((x, y))
+    out = {c.LOSS_KEY: seen["loss"]}
+    for name, value in zip(pred_names, tf.nest.flatten(seen["y_pred"]), strict=True):
         out[f"predictions/{name}"] = value
-    for name, value in results.items():
-        if name != c.LOSS_KEY:  # the loss tracker is not updated here; `loss` is exact
+    for name, value in seen["results"].items():
+        if name != c.LOSS_KEY:  # the tracker's running mean; `loss` is this batch's
             out[f"metrics/{name}/value"] = value
             out[f"metrics/{name}/update_op"] = value
     return out
+
+
+@contextlib.contextmanager
+def instance_overrides(model: keras.Model, **methods: Any) -> Iterator[None]:
+    """Methods set on one (cloned) model instance for as long as a trace runs.
+
+    Set past Keras's attribute tracking: they are plain functions, not state.
+    """
+    for name, method in methods.items():
+        object.__setattr__(model, name, method)
+    try:
+        yield
+    finally:
+        for name in methods:
+            object.__delattr__(model, name)
 
 
 def _concrete(fn, specs: list[tf.TensorSpec], mode: str):
@@ -182,7 +219,7 @@ def _root(model: keras.Model, mode: str, function: Any):
     root = tf.__internal__.tracking.AutoTrackable()
     setattr(root, c.MODEL_VARIABLES, [v.value for v in model.variables])
     if mode != c.SERVE:
-        setattr(root, c.OPTIMIZER_VARIABLES, [v.value for v in model.optimizer.variables])
+        setattr(root, c.OPTIMIZER_VARIABLES, [v.value for v in optimizer_state(model)])
         setattr(root, c.METRIC_VARIABLES, [v.value for v in metric_variables(model)])
     tracked = {id(v) for group in vars(root).values() if isinstance(group, list) for v in group}
     resources = captured_resources(model, mode, function, tracked)
@@ -235,21 +272,47 @@ def _output_infos(function, names: list[str]) -> tuple[TensorInfo, ...]:
 
 
 def _target_info(model: keras.Model, index: int, prediction: TensorInfo) -> TensorInfo:
+    """The ``<output>_target`` input: shaped like the prediction, except for losses
+    that take one integer label per example (``SPARSE_LABEL_LOSSES``, or a custom
+    loss whose name says "sparse") and CTC's label sequences."""
     loss = model.loss
     if isinstance(loss, dict):
         loss = loss.get(prediction.name)
     elif isinstance(loss, list | tuple):
         loss = loss[index] if index < len(loss) else None
-    loss_name = loss if isinstance(loss, str) else type(loss).__name__
-    loss_name = getattr(loss, "__name__", loss_name)
+    name = _loss_name(loss)
     shape = prediction.shape
-    if "sparse" in str(loss_name).lower():
+    if name in SPARSE_LABEL_LOSSES or "sparse" in name:
         shape = shape[:-1]  # integer class ids, one per example
+    elif name in SEQUENCE_LABEL_LOSSES:
+        shape = (shape[0], None)  # label ids, one sequence per example
     return TensorInfo(prediction.name + c.TARGET_SUFFIX, shape, prediction.dtype)
 
 
-def _pack_like(model: keras.Model, names: list[str], flat: list[Any]) -> Any:
-    """Targets in the structure ``compute_loss`` expects: like the outputs."""
+# Keras losses whose targets are one class id per example, by canonical name.
+SPARSE_LABEL_LOSSES = {
+    "sparsecategoricalcrossentropy",
+    "categoricalgeneralizedcrossentropy",
+    "circle",
+}
+SEQUENCE_LABEL_LOSSES = {"ctc"}
+
+
+def _loss_name(loss: Any) -> str:
+    """``"sparsecategoricalcrossentropy"`` for the class, its function or its string."""
+    if isinstance(loss, str):
+        name = loss
+    else:
+        name = getattr(loss, "__name__", None) or type(loss).__name__
+        wrapped = getattr(loss, "fn", None)  # a LossFunctionWrapper names its function
+        if type(loss).__name__ == "LossFunctionWrapper" and wrapped is not None:
+            name = getattr(wrapped, "__name__", name)
+    return name.replace("_", "").lower()
+
+
+def pack_targets(model: keras.Model, names: list[str], flat: list[Any]) -> Any:
+    """Targets (or predictions) in the structure of the model's outputs, which is
+    what ``compute_loss`` expects: one, a list, or a dict by output name."""
     struct = getattr(model, "_outputs_struct", None)
     if isinstance(struct, dict):
         return dict(zip(names, flat, strict=True))
@@ -273,9 +336,10 @@ def _build_metrics(
     model: a forward pass cost ResNet50 0.4 s and 140 MB of activations.
     """
     names = [p.name for p in predictions]
+    clear_losses(model)  # what the last trace's layers added belongs to its graph
     x_packed = plan.inputs.zeros()
-    y_packed = _pack_like(model, names, [t.zeros() for t in targets])
-    y_pred = _pack_like(model, names, [p.zeros() for p in predictions])
+    y_packed = pack_targets(model, names, [t.zeros() for t in targets])
+    y_pred = pack_targets(model, names, [p.zeros() for p in predictions])
     model.compute_loss(x=x_packed, y=y_packed, y_pred=y_pred, training=False)
     model.compute_metrics(x_packed, y_packed, y_pred)
     for metric in model.metrics:

@@ -20,6 +20,7 @@ from export_core.errors import (
 )
 from export_core.input_checks import check_compatible, check_samples
 from export_core.signature import InputSignature, infer_input_signature, model_input_signature
+from export_core.training_setup import check_training_setup
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ def validate_export(
         check_samples(inputs, sample_inputs)
     check_finite_weights(model)
     modes = _plan_modes(model, requested)
+    if modes != (c.SERVE,):
+        check_training_setup(model)
     model_json = model_config_json(model)
     cloneable = model_json is not None and (kind != SUBCLASSED or overrides_get_config(model))
     if not cloneable and modes != (c.SERVE,):

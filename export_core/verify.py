@@ -44,10 +44,9 @@ from export_core.eager import eager_call
 from export_core.errors import VerificationError
 from export_core.golden import Golden, as_bytes_array, is_text, read_golden
 from export_core.heap import export_scope
-from export_core.parity import compare
+from export_core.parity import RTOL, compare, tolerance_for
 from export_core.restore_check import Restored, check_against_checkpoint, restore_plan
 from export_core.signature import (
-    DICT,
     InputSignature,
     TensorInfo,
     output_names,
@@ -84,6 +83,9 @@ class ParityReport:
         loaders: The loaders that loaded and ran, e.g. ``("tf1:serve", "tf2:serve")``.
         samples: How many examples were compared.
         synthesized: Whether the inputs were synthesized from the signature.
+        tolerance: The rtol = atol the outputs were compared with (see ``parity``).
+        training: What ``training_check`` compared (train and eval against Keras's
+            own steps), or why it did not run; None when it was not asked for.
     """
 
     max_abs_diff: float
@@ -91,6 +93,8 @@ class ParityReport:
     loaders: tuple[str, ...]
     samples: int
     synthesized: bool
+    tolerance: float = RTOL
+    training: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -123,9 +127,11 @@ def verify_reload(
             from the in-memory model by more than rtol=atol=1e-5.
     """
     stored = read_golden(saved_model_dir) if sample_inputs is None else None
+    tolerance = model_tolerance(model) if model is not None else RTOL
     if stored is not None:
         feeds, synthesized = normalize_samples(inputs, stored.inputs), stored.synthesized
         expected = dict(stored.outputs) if model is None else None
+        tolerance = stored.tolerance if model is None else tolerance
     else:
         synthesized = sample_inputs is None
         samples = synthesize_inputs(inputs) if synthesized else sample_inputs
@@ -161,13 +167,15 @@ def verify_reload(
         futures = {name: pool.submit(load) for name, load in loads.items()}
         outputs = {name: future.result() for name, future in futures.items()}
     results = {name: got for name, got in outputs.items() if got is not None}
-    per_output = compare(expected if expected is not None else results["tf1:serve"], results)
+    reference = expected if expected is not None else results["tf1:serve"]
+    per_output = compare(reference, results, tolerance)
     return ParityReport(
         max_abs_diff=max(per_output.values(), default=0.0),
         per_output=per_output,
         loaders=tuple(loads),
         samples=int(next(iter(feeds.values())).shape[0]) if feeds else 0,
         synthesized=synthesized,
+        tolerance=tolerance,
     )
 
 
@@ -223,7 +231,17 @@ def golden_for(model: keras.Model, inputs: InputSignature, sample_inputs: Any = 
     synthesized = sample_inputs is None
     samples = synthesize_inputs(inputs) if synthesized else sample_inputs
     feeds = normalize_samples(inputs, samples)
-    return Golden(feeds, _expected(model, inputs, feeds), synthesized)
+    return Golden(feeds, _expected(model, inputs, feeds), synthesized, model_tolerance(model))
+
+
+def model_tolerance(model: keras.Model) -> float:
+    """rtol = atol for the model's outputs, from the dtypes its layers compute in."""
+    dtypes, pending = set(), [model]
+    while pending:
+        layer = pending.pop()
+        dtypes.add(str(getattr(layer, "compute_dtype", "float32")))
+        pending.extend(getattr(layer, "layers", None) or [])
+    return tolerance_for(dtypes)
 
 
 def _expected(model, inputs: InputSignature, feeds: dict) -> dict[str, np.ndarray]:
@@ -318,5 +336,5 @@ def inputs_from_saved_model(path: str) -> InputSignature:
         if c.SERVE in meta_graph["tags"]:
             signature = meta_graph["signatures"][c.SIGNATURE_KEYS[c.SERVE]]
             tensors = tuple(TensorInfo.from_dict(t) for t in signature["inputs"])
-            return InputSignature(tensors, DICT, tuple(t.name for t in tensors))
+            return InputSignature.by_name(tensors)
     raise VerificationError(f"{path} has no '{c.SERVE}' MetaGraph.")
