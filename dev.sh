@@ -34,7 +34,8 @@ LOWEST_TF="tensorflow-cpu==2.19.*"
 LOWEST_VENV="${LOWEST_VENV:-.venv-tf-lowest}"
 CORE_TESTS="tests/test_metagraphs.py tests/test_models.py tests/test_layout.py tests/test_reload.py
   tests/test_saver.py tests/test_text_and_tables.py tests/test_preprocessing_layers.py tests/test_modes.py
-  tests/test_eager_call.py tests/test_restore_check.py tests/test_process_state.py"
+  tests/test_eager_call.py tests/test_restore_check.py tests/test_process_state.py
+  tests/test_training_check.py"
 
 setup_lowest() {
   if [ ! -x "$LOWEST_VENV/bin/python" ]; then

@@ -211,8 +211,12 @@ def run_export(
         def verify_step():
             if not verify:
                 return None
-            parity = pipeline.verify_build(build_dir, model, plan, sample_inputs, verify == FULL)
+            parity = pipeline.verify_build(
+                build_dir, model, plan, sample_inputs, verify == FULL, custom_objects
+            )
             lap("verify_reload")
+            if parity.training:  # part of verify_reload's seconds
+                lap.seconds["verify:training"] = parity.training["seconds"]
             return parity
 
         with ThreadPoolExecutor(1, thread_name_prefix="stage") as pool:

@@ -21,11 +21,12 @@ import keras
 
 from export_core import constants as c
 from export_core import manifest as mf
-from export_core import storage
+from export_core import storage, training_check
 from export_core.errors import ExportError
-from export_core.golden import write_golden
+from export_core.golden import read_golden, write_golden
+from export_core.signature import synthesize_inputs
 from export_core.validate import ExportPlan
-from export_core.verify import ParityReport, golden_for, verify_reload
+from export_core.verify import ParityReport, golden_for, normalize_samples, verify_reload
 
 
 def stage_build(
@@ -98,15 +99,43 @@ def verify_build(
     plan: ExportPlan,
     sample_inputs: Any = None,
     full: bool = False,
+    custom_objects: Mapping[str, Any] | None = None,
 ) -> ParityReport:
-    """Reloads the build with TensorFlow's loaders and checks serving parity.
+    """Reloads the build with TensorFlow's loaders and checks serving parity, then the
+    train and eval MetaGraphs against Keras's own steps (``training_check``).
 
     A build with ``golden.npz`` (see ``write_golden_data``) is checked against the
     outputs stored there, which the in-memory model computed from its inputs.
     """
+    skipped = training_check.should_check(model, plan, full) if model is not None else ""
+    # The training check loads, restores and runs the train and eval MetaGraphs in TF1
+    # sessions itself, which covers what verify_reload's checks of them show.
+    modes = plan.modes if skipped is not None or full else (c.SERVE,)
     if os.path.exists(os.path.join(build_dir, c.GOLDEN)):
-        return verify_reload(build_dir, None, plan.inputs, plan.modes, None, full)
-    return verify_reload(build_dir, model, plan.inputs, plan.modes, sample_inputs, full)
+        parity = verify_reload(build_dir, None, plan.inputs, modes, None, full)
+    else:
+        parity = verify_reload(build_dir, model, plan.inputs, modes, sample_inputs, full)
+    if model is None:
+        return parity
+    if skipped is not None:
+        return dataclasses.replace(
+            parity, training=training_check.TrainingCheck(skipped=skipped).to_dict()
+        )
+    feeds = golden_feeds(build_dir, plan, sample_inputs)
+    result = training_check.check_training(
+        build_dir, model, plan, feeds, parity.tolerance, custom_objects
+    )
+    loaders = parity.loaders + tuple(f"tf1:{m}" for m in result.compared if m not in modes)
+    return dataclasses.replace(parity, loaders=loaders, training=result.to_dict())
+
+
+def golden_feeds(build_dir: str, plan: ExportPlan, sample_inputs: Any = None) -> dict:
+    """The inputs serving parity was checked on, by signature input name."""
+    stored = read_golden(build_dir) if sample_inputs is None else None
+    if stored is not None:
+        return normalize_samples(plan.inputs, stored.inputs)
+    samples = synthesize_inputs(plan.inputs) if sample_inputs is None else sample_inputs
+    return normalize_samples(plan.inputs, samples)
 
 
 def stage_while_verifying(

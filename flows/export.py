@@ -160,8 +160,10 @@ def export_keras_model(
         upload = steps.stage.submit(build_dir, plan, source, access, build_id())
 
         def verify_step():
-            parity = steps.verify(build_dir, keras_model, plan, samples, full_verify)
+            parity = steps.verify(build_dir, keras_model, plan, samples, full_verify, objects)
             lap("verify_reload")
+            if parity.training:  # part of verify_reload's seconds
+                lap.seconds["verify:training"] = parity.training["seconds"]
             return parity
 
         def discard_staged(staged: storage.Staged) -> None:

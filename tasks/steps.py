@@ -12,7 +12,9 @@ that travels between tasks holds none.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -35,11 +37,20 @@ def with_storage(plan: ExportPlan, access: StorageAccess) -> ExportPlan:
     return dataclasses.replace(plan, storage_options=access.storage_options())
 
 
-def naming_credentials(exc: ExportError, access: StorageAccess) -> ExportError:
-    """The same error, saying which credentials were used (never their values)."""
-    if not access.credentials:
-        return exc
-    return type(exc)(f"{exc} (credentials: {access.describe()})")
+@contextlib.contextmanager
+def naming_credentials(access: StorageAccess) -> Iterator[None]:
+    """A step's errors say which credentials it used (never their values).
+
+    Without credentials the error goes on as it is; with them, a new error of the same
+    type says which, caused by the original (never by itself: a cycle in ``__cause__``
+    hangs the error reporters that walk it).
+    """
+    try:
+        yield
+    except ExportError as exc:
+        if not access.credentials:
+            raise
+        raise type(exc)(f"{exc} (credentials: {access.describe()})") from exc
 
 
 @task(name="load-source", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -48,7 +59,7 @@ def load_source(uri: str | None, custom_objects: dict, access: StorageAccess, sa
 
     ``uri=None`` (a model given in process) loads only the golden inputs.
     """
-    try:
+    with naming_credentials(access):
         options = access.storage_options() if uri or samples else {}
         model, info = (
             sources.load_keras_source_with_info(uri, custom_objects, options)
@@ -56,19 +67,15 @@ def load_source(uri: str | None, custom_objects: dict, access: StorageAccess, sa
             else (None, None)
         )
         return model, info, sources.load_sample_inputs(samples, options)
-    except ExportError as exc:
-        raise naming_credentials(exc, access) from exc
 
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate(model: Any, destination: str, access: StorageAccess, **options: Any) -> ExportPlan:
     """Validates with the real options; the plan it returns holds none of them."""
-    try:
+    with naming_credentials(access):
         plan = validate_export(
             model, destination, storage_options=access.storage_options(), **options
         )
-    except ExportError as exc:
-        raise naming_credentials(exc, access) from exc
     return dataclasses.replace(plan, storage_options={})
 
 
@@ -116,12 +123,10 @@ def gate(
     allow_breaking: bool = False,
 ) -> dict | None:
     """The new serving signatures against the version they replace (see signature_gate)."""
-    try:
+    with naming_credentials(access):
         diff = pipeline.gate_signatures(
             build_dir, with_storage(plan, access), label, allow_breaking
         )
-    except ExportError as exc:
-        raise naming_credentials(exc, access) from exc
     if diff is not None:
         get_run_logger().info("%s", diff.describe())
     return diff.to_dict() if diff is not None else None
@@ -140,19 +145,22 @@ def stage(
     def progress(done: int, total: int) -> None:
         logger.info("Uploaded %d / %d bytes (%.0f%%)", done, total, 100.0 * done / max(total, 1))
 
-    try:
+    with naming_credentials(access):
         return pipeline.stage_build(
             build_dir, with_storage(plan, access), source, progress, build_id
         )
-    except ExportError as exc:
-        raise naming_credentials(exc, access) from exc
 
 
 @task(name="verify-reload", cache_policy=NO_CACHE)
 def verify(
-    build_dir: str, model: Any, plan: ExportPlan, samples: Any, full: bool = False
+    build_dir: str,
+    model: Any,
+    plan: ExportPlan,
+    samples: Any,
+    full: bool = False,
+    custom_objects: dict | None = None,
 ) -> ParityReport:
-    return pipeline.verify_build(build_dir, model, plan, samples, full)
+    return pipeline.verify_build(build_dir, model, plan, samples, full, custom_objects)
 
 
 @task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -172,7 +180,7 @@ def publish(
     from prefect.runtime import flow_run, task_run
 
     retried = (task_run.run_count or 1) > 1 or (flow_run.run_count or 1) > 1
-    try:
+    with naming_credentials(access):
         outcome = pipeline.publish_version(
             build_dir,
             staging,
@@ -184,8 +192,6 @@ def publish(
             retried,
             lineage,
         )
-    except ExportError as exc:
-        raise naming_credentials(exc, access) from exc
     logger = get_run_logger()
     if outcome.reused:
         logger.info("Build %s was already published as %s", build_id, outcome.published.path)
