@@ -20,6 +20,9 @@ only its message in ``args``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class ExportError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -55,6 +58,42 @@ class StorageError(ExportError, OSError):
 
 class VerificationError(ExportError, RuntimeError):
     """The written SavedModel failed to reload or did not match the model."""
+
+
+@contextlib.contextmanager
+def writing_into(folder: str) -> Iterator[None]:
+    """A full disk (or quota) while writing ``folder`` is a ``StorageError`` saying so.
+
+    TensorFlow reports it from its own writers (``ResourceExhaustedError``, or an
+    error whose message says "No space left on device"), Python as an ``OSError``
+    with ``ENOSPC``/``EDQUOT``; either way nothing is published, and the caller's
+    cleanup removes what was written.
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - TensorFlow and Python raise several types
+        if not _out_of_space(exc):
+            raise
+        raise StorageError(
+            f"Writing the SavedModel into '{folder}' failed: no space left on device "
+            f"({type(exc).__name__}). Free space there (exports to a bucket build in the "
+            "temporary folder: set TMPDIR to a larger disk); nothing was published."
+        ) from exc
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    import errno
+
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return (
+        type(exc).__name__ == "ResourceExhaustedError"
+        or "No space left on device" in text
+        or "Disk quota exceeded" in text
+    )
 
 
 def missing_custom_object_message(subject: str, exc: BaseException) -> str:

@@ -145,6 +145,7 @@ def run_export(
     compare_label: str | None = None,
     allow_breaking_signature: bool = False,
     warmup: bool = False,
+    cast_inputs: bool = False,
 ) -> ExportResult:
     """``export_saved_model`` returning the full ``ExportResult``.
 
@@ -160,6 +161,9 @@ def run_export(
     (default: the newest); breaking changes fail the export unless
     ``allow_breaking_signature`` (see ``signature_gate``). ``warmup`` writes
     ``assets.extra/tf_serving_warmup_requests`` from the golden inputs.
+    ``cast_inputs`` accepts an ``input_signature`` whose dtypes differ from the model's
+    inputs: the graphs cast them (the manifest records ``input_casts``); without it such
+    a signature is refused, since it changes what clients must send.
     """
     if verify not in (True, False, FULL):
         raise ExportValidationError(f"verify must be True, False or {FULL!r}, received {verify!r}.")
@@ -177,6 +181,8 @@ def run_export(
         storage_options=storage_options,
         modes=modes,
         sample_inputs=sample_inputs,
+        compare_label=compare_label,
+        cast_inputs=cast_inputs,
     )
     lap("validate")
     # The model's outputs on the golden inputs first, while nothing else is held:

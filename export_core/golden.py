@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from export_core import constants as c
+from export_core.errors import writing_into
 
 INPUTS, OUTPUTS = "inputs/", "outputs/"
 BYTES, ENDS, SHAPE = ".bytes", ".ends", ".shape"
@@ -58,7 +59,7 @@ def write_golden(folder: str, golden: Golden) -> str:
             arrays.update(_encode(prefix + name, np.asarray(value)))
     arrays["synthesized"] = np.asarray(golden.synthesized)
     arrays["tolerance"] = np.asarray(golden.tolerance, np.float64)
-    with open(os.path.join(folder, c.GOLDEN), "wb") as handle:
+    with writing_into(folder), open(os.path.join(folder, c.GOLDEN), "wb") as handle:
         np.savez(handle, **arrays)
     return c.GOLDEN
 

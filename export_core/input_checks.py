@@ -8,6 +8,7 @@ fitting shape and kind. Both fail with the input's name and both shapes, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,8 +24,15 @@ def _fits(shape: Sequence[int | None], expected: Sequence[int | None]) -> bool:
     )
 
 
-def check_compatible(given: InputSignature, own: InputSignature, what: str) -> None:
-    """Each given input has the rank and known sizes of the model's own input.
+def check_compatible(
+    given: InputSignature, own: InputSignature, what: str, cast: bool = False
+) -> InputSignature:
+    """Each given input has the rank, the known sizes and the dtype of the model's own.
+
+    A different dtype changes the serving contract (clients then send float64 to a
+    float32 model, or int32): it is refused unless ``cast`` (``cast_inputs=True``,
+    CLI ``--cast-inputs``) asks for the graphs to cast it to the model's dtype, which
+    the manifest then records. Returns ``given``, with those casts when asked for.
 
     Raises:
         ExportValidationError: e.g. "input 'x' expects shape (None, 3), got (None, 3, 1)".
@@ -34,6 +42,7 @@ def check_compatible(given: InputSignature, own: InputSignature, what: str) -> N
             f"{what} has {len(given.tensors)} inputs; model expects {len(own.tensors)} "
             f"({', '.join(own.names)})."
         )
+    casts: list[str | None] = []
     for mine, theirs in zip(given.tensors, own.tensors, strict=True):
         if not _fits(mine.shape, theirs.shape):
             raise ExportValidationError(
@@ -41,6 +50,23 @@ def check_compatible(given: InputSignature, own: InputSignature, what: str) -> N
                 f"{_shape(mine.shape)}. Fix the shape (None for the batch and any "
                 "variable size)."
             )
+        if mine.dtype == theirs.dtype:
+            casts.append(None)
+            continue
+        castable = "string" not in (mine.dtype, theirs.dtype)
+        if not (cast and castable):
+            fix = f"Use dtype {theirs.dtype!r}"
+            if castable:
+                fix += (
+                    f", or pass cast_inputs=True (CLI --cast-inputs) to accept {mine.dtype} "
+                    f"and cast it to {theirs.dtype} in the graphs (recorded in the manifest)"
+                )
+            raise ExportValidationError(
+                f"{what}: input '{theirs.name}' is {theirs.dtype} in the model, got "
+                f"{mine.dtype}, which would change what clients must send. {fix}."
+            )
+        casts.append(theirs.dtype)
+    return dataclasses.replace(given, casts=tuple(casts)) if any(casts) else given
 
 
 def check_samples(signature: InputSignature, samples: Any) -> None:

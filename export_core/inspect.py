@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from export_core.errors import ExportValidationError
 from export_core.signature import TensorInfo
 from export_core.tf_private import dtype_name, parse_saved_model
 
@@ -18,7 +19,7 @@ def describe_saved_model(path: str) -> dict[str, Any]:
     Returns:
         ``{"meta_graphs": [{"tags": [...], "signatures": {key: {...}}}], "files": {...}}``
     """
-    saved_model = parse_saved_model(path)
+    saved_model = read_saved_model(path)
     meta_graphs = []
     for meta_graph in saved_model.meta_graphs:
         signatures = {}
@@ -37,6 +38,34 @@ def describe_saved_model(path: str) -> dict[str, Any]:
             full = os.path.join(root, name)
             files[os.path.relpath(full, path)] = os.path.getsize(full)
     return {"meta_graphs": meta_graphs, "files": dict(sorted(files.items()))}
+
+
+def read_saved_model(path: str) -> Any:
+    """The parsed ``saved_model.pb(txt)`` of a local folder, with at least one MetaGraph.
+
+    Raises:
+        ExportValidationError: The proto does not parse (a corrupt or truncated file,
+            text under the binary name) or holds no MetaGraph.
+    """
+    try:
+        saved_model = parse_saved_model(path)
+    except Exception as exc:  # noqa: BLE001 - protobuf and TensorFlow raise several types
+        raise ExportValidationError(
+            f"{path} is not a readable SavedModel: its saved_model.pb does not parse "
+            f"({type(exc).__name__}: {_first_line(exc)}). The file is corrupt or truncated; "
+            "export the model again (or restore the version from a copy)."
+        ) from exc
+    if not saved_model.meta_graphs:
+        raise ExportValidationError(
+            f"{path} is not a readable SavedModel: its saved_model.pb holds no MetaGraph "
+            "(an empty or foreign file under that name). Export the model again."
+        )
+    return saved_model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
 
 
 def _tensor(name: str, info: Any) -> dict[str, Any]:

@@ -99,22 +99,58 @@ class LabelDocument:
         return cls(labels, tuple(LabelEvent.from_dict(e) for e in data.get("history") or ()))
 
 
+@dataclass(frozen=True)
+class LabelChange:
+    """What one ``set_label``/``promote``/``rollback`` call did, and the document after it.
+
+    ``previous`` is the version the label held when this call's compare-and-swap
+    succeeded (what it replaced), not a value read before: under concurrent writers
+    only that one is true. ``changed`` is False when the label already pointed at the
+    version: nothing was written or recorded.
+    """
+
+    label: str
+    version: int
+    previous: int | None
+    changed: bool
+    document: LabelDocument
+
+    @property
+    def labels(self) -> Mapping[str, int]:
+        return self.document.labels
+
+    @property
+    def history(self) -> tuple[LabelEvent, ...]:
+        return self.document.history
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "version": self.version,
+            "previous": self.previous,
+            "changed": self.changed,
+            "labels": dict(self.document.labels),
+        }
+
+
 def read_labels(base: str, storage_options: Options = None) -> LabelDocument:
     """The label document of ``base``; an empty one when none was written yet.
 
     Raises:
         StorageError: The store failed, or ``labels.json`` is not a label document.
     """
-    return load_document(Destination.parse(base, storage_options))
+    dest = Destination.parse(base, storage_options)
+    dest.check_reachable()
+    return load_document(dest)
 
 
 def set_label(
     base: str, label: str, version: int, storage_options: Options = None, actor: str | None = None
-) -> LabelDocument:
-    """Points ``label`` at ``version``, a complete version of ``base``; returns the document.
+) -> LabelChange:
+    """Points ``label`` at ``version``, a complete version of ``base``; returns what changed.
 
-    Nothing is written when the label already points there. ``actor`` (default
-    ``user@host``) is recorded in the history.
+    Nothing is written (``changed`` False) when the label already points there.
+    ``actor`` (default ``user@host``) is recorded in the history.
 
     Raises:
         ExportValidationError: A bad label name, or no complete version ``version``.
@@ -125,14 +161,14 @@ def set_label(
 
 def promote(
     base: str, version: int, label: str, storage_options: Options = None, actor: str | None = None
-) -> LabelDocument:
+) -> LabelChange:
     """Moves ``label`` to ``version`` (recorded as a promotion); see ``set_label``."""
     return _assign(base, label, version, storage_options, actor, "promote")
 
 
 def rollback(
     base: str, label: str, storage_options: Options = None, actor: str | None = None
-) -> LabelDocument:
+) -> LabelChange:
     """Moves ``label`` back to the version that held it before the current one.
 
     Raises:
@@ -142,12 +178,11 @@ def rollback(
     """
     dest, event_id = Destination.parse(base, storage_options), uuid.uuid4().hex
     check_label(label)
+    dest.check_reachable()
     by = actor or default_actor()
 
-    def change(doc: LabelDocument) -> LabelDocument | None:
+    def change(doc: LabelDocument) -> LabelEvent | None:
         current, target = doc.labels.get(label), doc.rollback_target(label)
-        if any(e.id == event_id for e in doc.history):
-            return None
         if target is None:
             state = "is not set" if current is None else f"has had no holder before {current}"
             raise ExportValidationError(
@@ -155,24 +190,52 @@ def rollback(
                 "Point it at a version explicitly: keras-export label BASE LABEL VERSION."
             )
         require_complete(dest, target)
-        return doc.with_event(LabelEvent(label, target, current, _now(), by, "rollback", event_id))
+        return LabelEvent(label, target, current, _now(), by, "rollback", event_id)
 
-    return update_labels(dest, change)
+    return _apply(dest, label, event_id, change)
 
 
-def _assign(base, label, version, storage_options, actor, action) -> LabelDocument:
+def _assign(base, label, version, storage_options, actor, action) -> LabelChange:
     dest, event_id = Destination.parse(base, storage_options), uuid.uuid4().hex
     check_label(label)
+    dest.check_reachable()  # a missing bucket is not a missing version
     require_complete(dest, version)
     by = actor or default_actor()
 
-    def change(doc: LabelDocument) -> LabelDocument | None:
+    def change(doc: LabelDocument) -> LabelEvent | None:
         current = doc.labels.get(label)
-        if current == version or any(e.id == event_id for e in doc.history):
+        if current == version:
             return None
-        return doc.with_event(LabelEvent(label, version, current, _now(), by, action, event_id))
+        return LabelEvent(label, version, current, _now(), by, action, event_id)
 
-    return update_labels(dest, change)
+    return _apply(dest, label, event_id, change)
+
+
+def _apply(
+    dest: Destination,
+    label: str,
+    event_id: str,
+    event_for: Callable[[LabelDocument], LabelEvent | None],
+) -> LabelChange:
+    """Records the event ``event_for`` makes of the document (None: nothing to do), by
+    compare-and-swap; reports what this call did. An event already in the document
+    (a write whose answer was lost, then retried) is this call's and is not added
+    again."""
+    done: dict[str, Any] = {}
+
+    def change(doc: LabelDocument) -> LabelDocument | None:
+        mine = next((e for e in doc.history if e.id == event_id), None)
+        event = mine or event_for(doc)
+        done["event"] = event
+        done["current"] = doc.labels.get(label)
+        return None if mine is not None or event is None else doc.with_event(event)
+
+    document = update_labels(dest, change)
+    event = done["event"]
+    if event is None:
+        current = done["current"]
+        return LabelChange(label, current, current, False, document)
+    return LabelChange(label, event.version, event.previous, True, document)
 
 
 def update_labels(

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from export_core import constants as c
-from export_core.errors import VerificationError
+from export_core.errors import VerificationError, writing_into
 from export_core.inspect import describe_saved_model
 
 MANIFEST = c.MANIFEST
@@ -97,7 +97,7 @@ def build_manifest(
 
 def write_manifest(folder: str, manifest: Manifest) -> str:
     path = os.path.join(folder, MANIFEST)
-    with open(path, "w", encoding="utf-8") as handle:
+    with writing_into(folder), open(path, "w", encoding="utf-8") as handle:
         json.dump(manifest.to_dict(), handle, indent=2, sort_keys=True)
     return MANIFEST
 

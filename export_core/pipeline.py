@@ -219,6 +219,8 @@ def publish_version(
             published = storage.Published(dest.child_uri(str(version)), version)
             return Outcome(published, [], reused=True)
     extra = {**dict(draft.extra), **({"build_id": build_id} if build_id else {})}
+    if plan.inputs.casts:  # what clients send differs from what the model takes
+        extra["input_casts"] = plan.inputs.cast_record()
     if lineage is not None:
         extra["lineage"] = dict(lineage)
     final = dataclasses.replace(draft, parity=parity.to_dict() if parity else None, extra=extra)

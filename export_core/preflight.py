@@ -100,7 +100,7 @@ def check_model_file(uri: str) -> None:
         )
     if not path.endswith(".keras"):
         raise _not_keras(uri)
-    _check_archive(uri, path)
+    check_archive(uri, path)
 
 
 def _not_keras(uri: str) -> ExportValidationError:
@@ -110,7 +110,12 @@ def _not_keras(uri: str) -> ExportValidationError:
     )
 
 
-def _check_archive(uri: str, path: str) -> None:
+def check_archive(uri: str, path: str) -> None:
+    """A local file is a complete ``.keras`` zip with Keras's ``config.json``.
+
+    Raises:
+        ExportValidationError: Truncated, not a zip, or no Keras config in it.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -129,17 +134,135 @@ def _check_archive(uri: str, path: str) -> None:
         raise ExportValidationError(
             f"Model source {uri} is corrupt ({broken} fails its checksum). Save it again."
         )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ExportValidationError(
+            f"Model source {uri} is corrupt: its config.json is not JSON ({exc}). Save the "
+            "model again with model.save()."
+        ) from exc
+    if not isinstance(config, Mapping) or "class_name" not in config:
+        raise ExportValidationError(
+            f"Model source {uri} is corrupt: its config.json is not a Keras model config. "
+            "Save the model again with model.save()."
+        )
 
 
-def check_destination(uri: str) -> None:
-    """A known scheme; on local disk, not an existing file."""
-    if not str(uri).strip():
-        raise ExportValidationError("The destination is empty; pass a folder path or a URI.")
-    if check_scheme(str(uri), "Destination") == "file":
-        path = local_path(str(uri))
-        if os.path.isfile(path):
+def check_destination(uri: Any, timestamped: bool = True) -> None:
+    """A known scheme; on local disk a folder that can be written: not a file, not
+    under a file, not on a read-only filesystem or without write permission.
+
+    The Python API, the flows and the CLI all run this, so one mistake gets one
+    message wherever it is made.
+
+    Raises:
+        ExportValidationError: What is wrong with the destination, and how to fix it.
+    """
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str) or not uri.strip():
+        raise ExportValidationError(
+            f"The destination must be a non-empty path or URI, received {uri!r}; e.g. "
+            "'/models/my_model', 's3://bucket/models/my_model'."
+        )
+    if check_scheme(uri, "Destination") != "file":
+        return
+    path = os.path.abspath(os.path.expanduser(local_path(uri)))
+    if os.path.isfile(path):
+        raise ExportValidationError(
+            f"Destination {uri} is a file; pass a folder (versions are created under it)."
+        )
+    existing = path if timestamped or os.path.isdir(path) else os.path.dirname(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ExportValidationError(
+            f"Destination {uri} lies under {existing}, which is a file; pass a folder path."
+        )
+    if _read_only(existing):
+        raise ExportValidationError(
+            f"Destination {uri} cannot be written: {existing} is read-only (a read-only "
+            "filesystem or no write permission for this user). Choose a writable folder."
+        )
+
+
+def _read_only(folder: str) -> bool:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        pass
+    return not os.access(folder, os.W_OK | os.X_OK)
+
+
+def check_modes(modes: Any, serving_only: bool = False) -> tuple[str, ...] | None:
+    """The modes asked for (``serving_only`` is ``modes=("serve",)``), None for the default.
+
+    Accepts the tags (``serve``, ``train``, ``eval``) and the words ``serving``,
+    ``training``, ``evaluation``, as a list or a comma-separated string.
+
+    Raises:
+        ExportValidationError: An unknown mode, or modes without ``serve``.
+    """
+    if modes is None:
+        return (SERVE,) if serving_only else None
+    names = [m.strip() for m in modes.split(",")] if isinstance(modes, str) else list(modes)
+    unknown = [m for m in names if str(m).lower() not in MODE_ALIASES]
+    if unknown or not names:
+        raise ExportValidationError(
+            f"modes must name some of 'serve', 'train', 'eval' (or 'serving', 'training', "
+            f"'evaluation'); received {list(names)!r}"
+            + (f", of which {unknown!r} are none" if unknown else "")
+            + ". Example: modes=('serve',), CLI --modes serve,eval."
+        )
+    chosen = {MODE_ALIASES[str(m).lower()] for m in names}
+    if SERVE not in chosen:
+        raise ExportValidationError(
+            f"modes {list(names)!r} lack 'serve': every export holds the serving graph "
+            "(its outputs name the train and eval signatures' targets). Add 'serve'."
+        )
+    if serving_only and chosen != {SERVE}:
+        raise ExportValidationError(
+            f"serving_only=True contradicts modes={list(names)!r}; pass one of them."
+        )
+    return tuple(m for m in MODES if m in chosen)
+
+
+SERVE, MODES = "serve", ("serve", "train", "eval")
+MODE_ALIASES = {
+    **{m: m for m in MODES},
+    "serving": "serve",
+    "predict": "serve",
+    "training": "train",
+    "evaluation": "eval",
+    "evaluate": "eval",
+}
+
+
+def check_custom_object_paths(paths: Any) -> None:
+    """``"pkg.module:NAME"`` strings whose module can be found (not yet imported).
+
+    Raises:
+        ExportValidationError: A malformed path, or a module that cannot be found.
+    """
+    import importlib.util
+
+    for path in paths or []:
+        module, _, name = str(path).partition(":")
+        if not module or not name or not name.isidentifier():
             raise ExportValidationError(
-                f"Destination {uri} is a file; pass a folder (versions are created under it)."
+                f"custom object {path!r} is not 'package.module:NAME', e.g. "
+                "'my_project.layers:Swish6'."
+            )
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise ExportValidationError(
+                f"custom object {path!r}: no module '{module}' can be imported here. Install "
+                "the package that defines it or fix the path (PYTHONPATH)."
             )
 
 

@@ -132,12 +132,51 @@ def require_base(dest: storage.Destination, base: str) -> None:
         )
 
 
+def _model_inputs_for(model: Any, saved: Any, path: str) -> Any:
+    """The model's own inputs, when they are the version's serving inputs.
+
+    Raises:
+        ExportValidationError: The model takes other inputs (names, ranks, sizes or
+            dtypes) than the version serves: it is not the model it was exported from.
+    """
+    from export_core.input_checks import check_compatible
+    from export_core.signature import infer_input_signature
+
+    try:
+        own = infer_input_signature(model)
+    except ExportValidationError:
+        return saved
+    by_name = {t.name: t for t in saved.tensors}
+    if sorted(by_name) != sorted(own.names):
+        raise ExportValidationError(
+            f"Model '{model.name}' takes inputs {list(own.names)}; {path} serves "
+            f"{sorted(by_name)}. Pass the model this version was exported from."
+        )
+    ordered = type(saved)(tuple(by_name[n] for n in own.names), own.layout)
+    check_compatible(ordered, own, f"Model '{model.name}' against {path}")
+    return own
+
+
 def require_folder(path: str, storage_options: Mapping[str, Any] | None) -> None:
-    """A local path given as a SavedModel must be an existing folder (exit 2, not 3)."""
+    """A path given as a SavedModel must be an existing folder (exit 2, not 3); on an
+    object store its bucket must exist (a missing bucket is not a missing version).
+
+    Raises:
+        ExportValidationError: Missing, or a file.
+        StorageError: The store cannot be reached, or the bucket does not exist.
+    """
     dest = storage.Destination.parse(path, storage_options)
-    if dest.is_local and not os.path.isdir(dest.path):
-        what = "is a file" if os.path.exists(dest.path) else "does not exist"
-        raise ExportValidationError(f"{path} {what}; pass a SavedModel (version) folder.")
+    if dest.is_local:
+        if not os.path.isdir(dest.path):
+            what = "is a file" if os.path.exists(dest.path) else "does not exist"
+            raise ExportValidationError(f"{path} {what}; pass a SavedModel (version) folder.")
+        return
+    dest.check_reachable()
+    if not dest.fs.exists(dest.path):
+        raise ExportValidationError(
+            f"{path} does not exist; pass a SavedModel (version) folder "
+            f"(keras-export versions <base> lists them)."
+        )
 
 
 def require_saved_model(local: str, path: str) -> None:
@@ -227,7 +266,6 @@ def verify_saved_model(
         require_saved_model(local, path)
         from export_core import manifest as mf  # TensorFlow: only now
         from export_core.inspect import describe_saved_model
-        from export_core.signature import infer_input_signature
         from export_core.verify import inputs_from_saved_model, verify_reload
 
         manifest_path = os.path.join(local, c.MANIFEST)
@@ -236,7 +274,10 @@ def verify_saved_model(
             with open(manifest_path, encoding="utf-8") as handle:
                 manifest = mf.Manifest.from_dict(json.load(handle))
             mf.check_files(local, manifest)
-        description = describe_saved_model(local)
+        try:
+            description = describe_saved_model(local)
+        except ExportValidationError as exc:  # a corrupt proto: what verify is there to find
+            raise VerificationError(str(exc)) from exc
         modes = tuple(
             m for m in c.MODES if any(c.TAGS[m][0] in g["tags"] for g in description["meta_graphs"])
         )
@@ -244,10 +285,7 @@ def verify_saved_model(
             raise VerificationError(f"{path} has no '{c.SERVE}' MetaGraph.")
         inputs = inputs_from_saved_model(local)
         if model is not None:
-            try:
-                inputs = infer_input_signature(model)
-            except ExportValidationError:
-                pass
+            inputs = _model_inputs_for(model, inputs, path)
         parity = verify_reload(local, model, inputs, modes, full=full)
         golden = os.path.exists(os.path.join(local, c.GOLDEN))
     reference = "model" if model is not None else "golden.npz" if golden else "tf1 loader"

@@ -65,6 +65,7 @@ class InputSignature:
 
     tensors: tuple[TensorInfo, ...]
     layout: Any = 0
+    casts: tuple[str | None, ...] = ()  # the model's dtype, where a tensor is cast to it
 
     @classmethod
     def by_name(cls, tensors: Sequence[TensorInfo]) -> InputSignature:
@@ -79,8 +80,21 @@ class InputSignature:
         return [t.to_tensor_spec() for t in self.tensors]
 
     def pack(self, flat: Sequence[Any]) -> Any:
-        """Arranges flat tensors in the structure the model is called with."""
+        """Arranges flat tensors in the structure the model is called with, each cast
+        to the model's dtype where ``casts`` says so (``cast_inputs``)."""
+        if self.casts:
+            flat = [
+                tf.cast(t, dtype) if dtype else t for t, dtype in zip(flat, self.casts, strict=True)
+            ]
         return keras_tree.map_structure(lambda i: flat[i], self.layout)
+
+    def cast_record(self) -> dict[str, dict[str, str]]:
+        """For the manifest: ``{input: {"from": its dtype, "to": the model's}}``."""
+        return {
+            t.name: {"from": t.dtype, "to": dtype}
+            for t, dtype in zip(self.tensors, self.casts, strict=False)
+            if dtype
+        }
 
     def zeros(self) -> Any:
         """Zero inputs (unknown dimensions as 1), packed for ``model(...)``: builds a model."""

@@ -124,20 +124,31 @@ def reference_version(
         ExportValidationError: ``label`` is given and no version holds it.
     """
     if label is not None:
-        from export_core import labels
-
-        holder = labels.read_labels(dest.uri, storage_options).labels
-        if label not in holder:
-            raise ExportValidationError(
-                f"No version under {dest.uri} holds the label '{label}' to compare the "
-                "new serving signatures with; label one first or leave the label unset."
-            )
-        return int(holder[label])
+        return require_label(dest.uri, label, storage_options)
     dest.fs.invalidate_cache(dest.path)
     for version in sorted(dest.versions(), reverse=True):
         if reference_manifest(dest, version) is not None:
             return version
     return None
+
+
+def require_label(base: str, label: str, storage_options: Mapping[str, Any] | None) -> int:
+    """The version holding ``label`` under ``base``, read from ``labels.json`` alone.
+
+    Raises:
+        ExportValidationError: No version holds it (or the base holds no labels).
+    """
+    from export_core import labels
+
+    holder = labels.read_labels(base, storage_options).labels
+    if label not in holder:
+        known = ", ".join(sorted(holder)) or "none"
+        raise ExportValidationError(
+            f"No version under {base} holds the label '{label}' to compare the new serving "
+            f"signatures with (labels there: {known}); label one first or leave "
+            "compare_label (CLI --compare-label) unset."
+        )
+    return int(holder[label])
 
 
 def check(

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from export_core import storage
 from export_core.errors import CustomObjectError, ExportValidationError, StorageError
+from export_core.preflight import check_archive
 
 
 def resolve_custom_objects(paths: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -119,6 +120,7 @@ def load_keras_source_with_info(
             raise StorageError(f"Cannot read model source {uri}: {exc}") from exc
         if not os.path.exists(local):
             raise ExportValidationError(f"Model source {uri} does not exist.")
+        check_archive(uri, local)  # a truncated or foreign file: say so, as the CLI does
         info = {"uri": uri, "sha256": _sha256_of(open, local), "fingerprint": stored}
         try:
             model = keras.saving.load_model(local, custom_objects=dict(custom_objects or {}))

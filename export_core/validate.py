@@ -12,13 +12,14 @@ import numpy as np
 import tensorflow as tf
 
 from export_core import constants as c
-from export_core import storage
+from export_core import signature_gate, storage
 from export_core.errors import (
     CustomObjectError,
     ExportValidationError,
     UnsupportedModelError,
 )
 from export_core.input_checks import check_compatible, check_samples
+from export_core.preflight import check_destination, check_modes
 from export_core.signature import InputSignature, infer_input_signature, model_input_signature
 from export_core.training_setup import check_training_setup
 
@@ -67,6 +68,8 @@ def validate_export(
     storage_options: Mapping[str, Any] | None = None,
     modes: Sequence[str] | None = None,
     sample_inputs: Any = None,
+    compare_label: str | None = None,
+    cast_inputs: bool = False,
 ) -> ExportPlan:
     """Validates an export request and decides what to export.
 
@@ -85,16 +88,19 @@ def validate_export(
     requested = requested_modes(modes, serving_only)
     kind = check_model(model, requested == (c.SERVE,))
     check_custom_objects(custom_objects)
+    check_destination(saved_model_path, timestamped)
     destination = storage.Destination.parse(saved_model_path, storage_options)
     destination.check_reachable()
     if not timestamped:
         destination.require_empty()
+    if compare_label is not None:
+        signature_gate.require_label(destination.uri, compare_label, storage_options)
     own = model_input_signature(model) if input_signature is not None else None
     if input_signature is not None and not model.built:
         _build_from_signature(model, input_signature)
     inputs = infer_input_signature(model, input_signature)
     if own is not None:
-        check_compatible(inputs, own, "input_signature")
+        inputs = check_compatible(inputs, own, "input_signature", cast_inputs)
     if sample_inputs is not None:
         check_samples(inputs, sample_inputs)
     check_finite_weights(model)
@@ -123,44 +129,8 @@ def validate_export(
 
 
 def requested_modes(modes: Sequence[str] | None, serving_only: bool) -> tuple[str, ...] | None:
-    """The modes asked for (``serving_only`` is ``modes=("serve",)``), None for the default.
-
-    Accepts the tags (``serve``, ``train``, ``eval``) and the words ``serving``,
-    ``training``, ``evaluation``.
-
-    Raises:
-        ExportValidationError: An unknown mode, or modes without ``serve``.
-    """
-    if modes is None:
-        return (c.SERVE,) if serving_only else None
-    names = [modes] if isinstance(modes, str) else list(modes)
-    unknown = [m for m in names if str(m).lower() not in MODE_ALIASES]
-    if unknown or not names:
-        raise ExportValidationError(
-            f"modes must name some of 'serve', 'train', 'eval' (or 'serving', 'training', "
-            f"'evaluation'); received {list(names)!r}. Example: modes=('serve',)."
-        )
-    chosen = {MODE_ALIASES[str(m).lower()] for m in names}
-    if c.SERVE not in chosen:
-        raise ExportValidationError(
-            f"modes {list(names)!r} lack 'serve': every export holds the serving graph "
-            "(its outputs name the train and eval signatures' targets). Add 'serve'."
-        )
-    if serving_only and chosen != {c.SERVE}:
-        raise ExportValidationError(
-            f"serving_only=True contradicts modes={list(names)!r}; pass one of them."
-        )
-    return tuple(m for m in c.MODES if m in chosen)
-
-
-MODE_ALIASES = {
-    **{m: m for m in c.MODES},
-    "serving": c.SERVE,
-    "predict": c.SERVE,
-    "training": c.TRAIN,
-    "evaluation": c.EVAL,
-    "evaluate": c.EVAL,
-}
+    """See ``preflight.check_modes`` (the same rule for the API, the flows and the CLI)."""
+    return check_modes(modes, serving_only)
 
 
 def _plan_modes(model: keras.Model, requested: tuple[str, ...] | None) -> tuple[str, ...]:

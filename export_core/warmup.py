@@ -20,7 +20,7 @@ from typing import Any
 import tensorflow as tf
 
 from export_core import constants as c
-from export_core.errors import EnvironmentSetupError, VerificationError
+from export_core.errors import EnvironmentSetupError, VerificationError, writing_into
 from export_core.golden import read_golden
 from export_core.signature import InputSignature
 
@@ -56,7 +56,7 @@ def write_warmup(build_dir: str, inputs: InputSignature) -> str:
     )
     path = os.path.join(build_dir, WARMUP)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tf.io.TFRecordWriter(path) as writer:
+    with writing_into(build_dir), tf.io.TFRecordWriter(path) as writer:
         writer.write(record.SerializeToString())
     return WARMUP
 

@@ -19,7 +19,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from export_core import constants as c
 from export_core import saver, shards, tf1_graph, tf_private
-from export_core.errors import ExportError
+from export_core.errors import ExportError, writing_into
 from export_core.trace import TracedMode, TracedModes
 from export_core.validate import ExportPlan
 
@@ -49,7 +49,8 @@ def write_checkpoint_of(richest: TracedMode, build_dir: str) -> WrittenFiles:
     """Writes the checkpoint from one mode's variables (the one with every group)."""
     prefix = os.path.join(build_dir, c.VARIABLES_PREFIX)
     groups = _groups(richest)
-    tf.train.Checkpoint(**groups).write(prefix, options=shards.options(groups))
+    with writing_into(build_dir):
+        tf.train.Checkpoint(**groups).write(prefix, options=shards.options(groups))
     files = sorted(
         f"{c.VARIABLES_DIR}/{name}" for name in os.listdir(os.path.join(build_dir, c.VARIABLES_DIR))
     )
@@ -89,6 +90,15 @@ def write_saved_model(
     build_dir: str,
 ) -> WrittenFiles:
     """``write_proto`` from MetaGraphs already built (``build_meta_graph``), in order."""
+    with writing_into(build_dir):
+        return _write_saved_model(built, plan, build_dir)
+
+
+def _write_saved_model(
+    built: list[tuple[meta_graph_pb2.MetaGraphDef, dict[str, str]]],
+    plan: ExportPlan,
+    build_dir: str,
+) -> WrittenFiles:
     written = []
     if plan.model_json is not None:
         os.makedirs(os.path.join(build_dir, c.ASSETS_DIR), exist_ok=True)

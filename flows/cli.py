@@ -10,7 +10,8 @@ Every error is one line on stderr, ``keras-export: <kind>: <what was wrong>. <ho
 fix>`` (a JSON object on stdout with ``--json``), with no traceback (``--debug``) and no
 TensorFlow or Prefect noise (``--verbose``). Arguments are checked before TensorFlow
 or Prefect start. Exit codes, the same for every command: 0 ok, 2 invalid input, 3
-export or storage failed, 4 verification failed, 130 interrupted, 1 unexpected.
+export or storage failed, 4 verification failed, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM, which stops a command as Ctrl-C does), 1 unexpected.
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help='[{"shape": [null, 3], "dtype": "float32", "name": "x"}]',
     )
+    export.add_argument(
+        "--cast-inputs",
+        action="store_true",
+        help="accept --input-signature dtypes that differ from the model's; cast them",
+    )
     export.add_argument("--custom-object", action="append", default=None, metavar="PKG.MOD:NAME")
     export.add_argument("--keep-versions", type=int, metavar="N")
     export.add_argument("--sample-inputs", metavar="NPZ", help="golden inputs for verification")
@@ -168,21 +174,33 @@ def preflight(args) -> dict | None:
     )
     if args.command == "export":
         pf.check_model_file(args.model)
-        pf.check_destination(args.dest)
+        pf.check_destination(args.dest, timestamped=not args.no_timestamp)
+        pf.check_modes(args.modes, args.serving_only)
+        pf.check_custom_object_paths(args.custom_object)
         pf.check_signature_json(pf.parse_json(args.input_signature, "--input-signature"))
         pf.check_keep(args.keep_versions, "--keep-versions")
         metadata = pf.parse_json(args.metadata, "--metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise ExportValidationError("--metadata must be a JSON object, e.g. '{\"auc\": 0.9}'.")
         pf.check_sample_inputs_file(args.sample_inputs)
+        if args.credentials or args.source_credentials:
+            from keras_export.tasks.credentials import check_blocks_exist
+
+            check_blocks_exist(args.credentials, args.source_credentials)
         if not args.credentials and pf.scheme_of(args.dest) != "file":
             # A store that does not answer fails here, in seconds, not after
             # TensorFlow and Prefect have started (a block needs Prefect: later).
             from export_core import storage
 
             storage.Destination.parse(args.dest, options).check_reachable()
+        if args.compare_label and not args.credentials:
+            from export_core.signature_gate import require_label
+
+            require_label(args.dest, args.compare_label, options)
     elif args.command == "gc":
         pf.check_keep(args.keep, "--keep")
+    elif args.command == "verify" and args.model:
+        pf.check_model_file(args.model)
     for path in (getattr(args, "path", None), getattr(args, "base", None)):
         if path is not None:
             pf.check_scheme(path, "Path")
@@ -242,11 +260,14 @@ def main(argv: Sequence[str] | None = None, quiet_until_exit: bool = False) -> i
     except SystemExit as exc:  # --help, --version: 0; bad arguments: 2, already printed
         return int(exc.code or 0)
     quiet = out.QuietProcess(enabled=not (args.verbose or args.debug))
+    out.raise_on_sigterm()
     try:
         with quiet:
             try:
                 result = run_command(args, quiet.stream)
-            except (Exception, KeyboardInterrupt) as exc:
+            except BaseException as exc:  # and Prefect's TerminationSignal (a BaseException)
+                if isinstance(exc, SystemExit | GeneratorExit):
+                    raise
                 if args.debug:
                     import traceback
 
@@ -261,6 +282,8 @@ def main(argv: Sequence[str] | None = None, quiet_until_exit: bool = False) -> i
             )
         )
         print(text, flush=True)
+        if not args.json:  # with --json they are in the object, as "warnings"
+            out.print_warnings(result, quiet.stream)
         return EXIT_OK
     finally:
         if not quiet_until_exit:

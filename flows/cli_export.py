@@ -24,6 +24,29 @@ import urllib.request
 from keras_export.flows.cli_output import Progress
 
 
+def _die_with(parent: int):
+    """A ``preexec_fn`` that makes the child end when this process ends, however it
+    ends: ``atexit`` handlers never run on SIGKILL (or an unhandled signal), and a
+    child would live on, re-parented to PID 1 (Prefect's server: 270 MB, for ever).
+    Linux's ``PR_SET_PDEATHSIG`` has the kernel send the child SIGKILL when its parent
+    thread exits (this one: the command's main thread, alive as long as the command).
+    Elsewhere (macOS) only the exit handlers stop it."""
+
+    def arm() -> None:
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before the request took hold
+            os._exit(1)
+
+    return arm if sys.platform.startswith("linux") else None
+
+
 class EarlyApiServer:
     """Prefect's temporary API server, started before the heavy imports."""
 
@@ -40,6 +63,10 @@ class EarlyApiServer:
         import importlib.util
 
         prefect_dir = os.path.dirname(importlib.util.find_spec("prefect").origin)
+        # Prefect makes its home (where the server's database lives) when it starts a
+        # server itself; this one starts before Prefect is imported.
+        home = os.environ.get("PREFECT_HOME") or os.path.join(os.path.expanduser("~"), ".prefect")
+        os.makedirs(os.path.expanduser(home), exist_ok=True)
         env = {
             **os.environ,
             "PREFECT_UI_ENABLED": "0",
@@ -52,9 +79,13 @@ class EarlyApiServer:
             "--port", str(port), "--log-level", "error", "--lifespan", "on",
         ]  # fmt: skip
         process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with(os.getpid()),
         )
-        atexit.register(cls._stop, process)
+        atexit.register(cls._stop, process)  # SIGTERM and Ctrl-C: stopped cleanly
         return cls(process, f"http://127.0.0.1:{port}/api")
 
     @staticmethod
@@ -80,19 +111,35 @@ class EarlyApiServer:
         if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
             self._stop(self.process)  # an API is configured: Prefect uses it
             return
-        deadline = time.monotonic() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        if not self._answers(timeout):  # died or never answered (a port taken meanwhile?)
+            self._stop(self.process)
+            again = EarlyApiServer.spawn()
+            self.process, self.url = again.process, again.url
+            if not self._answers(timeout):
+                self._stop(self.process)
+                from export_core.errors import ExportError
+
+                # Not Prefect's own temporary server instead: it would be a child that
+                # outlives this command when the command is killed (see _die_with).
+                raise ExportError(
+                    "Prefect's temporary API server did not start. Point PREFECT_API_URL at "
+                    "a running server (prefect server start), or rerun with --verbose to "
+                    "see the server's output."
+                )
+        self._settings = temporary_settings({PREFECT_API_URL: self.url})
+        self._settings.__enter__()  # for the rest of this command's process
+
+    def _answers(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
                     if answer.status == 200:
-                        break
+                        return True
             except OSError:
                 time.sleep(0.05)
-        else:  # it died or never answered: let Prefect start its own, as it would
-            self._stop(self.process)
-            return
-        self._settings = temporary_settings({PREFECT_API_URL: self.url})
-        self._settings.__enter__()  # for the rest of this command's process
+        return False
 
 
 def run_export_command(args, options: dict | None, stream) -> dict:
@@ -111,7 +158,7 @@ def run_export_command(args, options: dict | None, stream) -> dict:
                 model=args.model,
                 destination=args.dest,
                 serving_only=args.serving_only,
-                modes=args.modes.split(",") if args.modes else None,
+                modes=[m.strip() for m in args.modes.split(",")] if args.modes else None,
                 as_text=args.as_text,
                 input_signature=json.loads(args.input_signature) if args.input_signature else None,
                 custom_objects=args.custom_object,
@@ -126,6 +173,7 @@ def run_export_command(args, options: dict | None, stream) -> dict:
                 compare_label=args.compare_label,
                 allow_breaking_signature=args.allow_breaking_signature,
                 warmup=args.warmup,
+                cast_inputs=args.cast_inputs,
             )
         finally:
             bar.close()

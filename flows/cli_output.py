@@ -106,26 +106,41 @@ def _key_tag(key: str) -> str:
 
 
 # Exit codes, the same for every command (README, "Command line").
-EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EXPORT, EXIT_VERIFY, EXIT_INTERRUPTED = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    130,
-)
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EXPORT, EXIT_VERIFY = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report
 EXIT_CODES = (
     "exit codes: 0 ok, 2 invalid input, 3 export or storage failed, 4 verification failed, "
-    "130 interrupted, 1 unexpected (rerun with --debug for the traceback)"
+    "130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 1 unexpected (rerun with --debug "
+    "for the traceback)"
 )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Kubernetes, Docker and ``timeout`` send), raised where the command
+    is, so that it stops as Ctrl-C stops it: cleanup runs, nothing is published."""
+
+
+def raise_on_sigterm() -> None:
+    """From now on the first SIGTERM raises ``Terminated``; later ones are ignored, so
+    that the cleanup the first one started runs to its end."""
+    import signal
+
+    def terminate(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def classify(exc: BaseException, command: str) -> tuple[str, int]:
     """The kind of error shown to the user and the exit code it ends with."""
     from export_core import errors
 
-    if isinstance(exc, KeyboardInterrupt):
+    signalled = interruption(exc)
+    if signalled is not None:
         what = "nothing was published" if command == "export" else "stopped"
+        if not isinstance(signalled, KeyboardInterrupt) or isinstance(signalled, Terminated):
+            return f"terminated; {what}", EXIT_TERMINATED
         return f"interrupted; {what}", EXIT_INTERRUPTED
     if isinstance(exc, errors.VerificationError):
         return "verification failed", EXIT_VERIFY
@@ -144,6 +159,33 @@ def classify(exc: BaseException, command: str) -> tuple[str, int]:
     return f"unexpected error ({type(exc).__name__})", EXIT_UNEXPECTED
 
 
+def _is_termination(exc: BaseException) -> bool:
+    """Prefect's ``TerminationSignal``: a flow run's SIGTERM (see ``raise_on_sigterm``)."""
+    return type(exc).__name__ == "TerminationSignal"
+
+
+def interruption(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM behind an error, if one is: a signal raised inside a
+    context manager can come out as that manager's own error (TensorFlow's device
+    scope: "Exiting device scope without proper scope nesting"), the signal as its
+    context."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or _is_termination(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def print_warnings(result: Any, stream) -> None:
+    """What went wrong after a version became visible (retention, the artifact, the
+    event): the command succeeded, but the user must hear of it."""
+    warnings = result.get("warnings") if isinstance(result, dict) else None
+    for warning in warnings or []:
+        print(f"keras-export: warning: {one_line(warning)}", file=stream, flush=True)
+
+
 def one_line(message: str) -> str:
     """A message on one line: AutoGraph and Keras wrap causes across many."""
     return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
@@ -152,7 +194,7 @@ def one_line(message: str) -> str:
 def report_error(exc: BaseException, command: str, as_json: bool, stream) -> int:
     """Prints the error as one line on ``stream`` (or a JSON object on stdout)."""
     kind, code = classify(exc, command)
-    message = "" if isinstance(exc, KeyboardInterrupt) else one_line(exc)
+    message = "" if interruption(exc) is not None else one_line(exc)
     if code == EXIT_UNEXPECTED:
         message += " (rerun with --debug for the traceback)"
     if as_json:

@@ -73,23 +73,12 @@ def run(args: argparse.Namespace, options: dict | None) -> Any:
     if args.command == "labels":
         return {"base": args.base, **lb.read_labels(args.base, options).to_dict()}
     if args.command == "label":
-        doc = lb.set_label(args.base, args.label, args.version, options)
+        change = lb.set_label(args.base, args.label, args.version, options)
     elif args.command == "promote":
-        doc = lb.promote(args.base, args.version, args.label, options)
+        change = lb.promote(args.base, args.version, args.label, options)
     else:
-        doc = lb.rollback(args.base, args.label, options)
-    return _change_result(args.base, args.label, doc)
-
-
-def _change_result(base: str, label: str, doc: Any) -> dict[str, Any]:
-    last = next((e for e in reversed(doc.history) if e.label == label), None)
-    return {
-        "base": base,
-        "label": label,
-        "version": doc.labels[label],
-        "previous": last.previous if last else None,
-        "labels": dict(doc.labels),
-    }
+        change = lb.rollback(args.base, args.label, options)
+    return {"base": args.base, **change.to_dict()}
 
 
 def render(command: str, result: Any) -> str | None:
@@ -100,6 +89,11 @@ def render(command: str, result: Any) -> str | None:
         return result["config"].rstrip("\n")
     if command == "labels":
         return _render_labels(result)
+    if not result["changed"]:
+        return (
+            f"{result['base']}: {result['label']} already points at {result['version']}; "
+            "nothing changed"
+        )
     was = result["previous"] if result["previous"] is not None else "unset"
     return f"{result['base']}: {result['label']} -> {result['version']} (was {was})"
 

@@ -73,6 +73,7 @@ def export_keras_model(
     compare_label: str | None = None,
     allow_breaking_signature: bool = False,
     warmup: bool = False,
+    cast_inputs: bool = False,
 ) -> dict:
     """Exports a Keras model as a verified SavedModel version under ``destination``.
 
@@ -101,6 +102,8 @@ def export_keras_model(
             compatible with (default: the newest version); see ``signature_gate``.
         allow_breaking_signature: Publish even when the signatures break clients.
         warmup: Write TF Serving's ``assets.extra/tf_serving_warmup_requests``.
+        cast_inputs: Accept an ``input_signature`` whose dtypes differ from the
+            model's; the graphs cast them (recorded in the manifest).
 
     Returns:
         ``published`` (True), ``path``, ``version``, ``modes``, ``tags``,
@@ -135,6 +138,8 @@ def export_keras_model(
         timestamped=timestamped,
         modes=modes,
         sample_inputs=samples,
+        compare_label=compare_label,
+        cast_inputs=cast_inputs,
     )
     lap("validate")
     clones = steps.clone(keras_model, plan, objects)

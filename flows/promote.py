@@ -26,14 +26,22 @@ PROMOTED_EVENT = "keras.model.promoted"
 def move_label(
     base: str, label: str, version: int | None, access: StorageAccess, actor: str
 ) -> dict[str, Any]:
-    """Promotes (``version`` given) or rolls back (``None``); compare-and-swap inside."""
+    """Promotes (``version`` given) or rolls back (``None``); compare-and-swap inside.
+
+    ``previous`` is what this move replaced; ``changed`` is False (and nothing was
+    recorded) when the label already pointed there."""
     options = access.storage_options()
-    before = labels.read_labels(base, options).labels.get(label)
     if version is None:
-        document = labels.rollback(base, label, options, actor=actor)
+        change = labels.rollback(base, label, options, actor=actor)
     else:
-        document = labels.promote(base, int(version), label, options, actor=actor)
-    return {"base": base, "label": label, "previous": before, "version": document.labels[label]}
+        change = labels.promote(base, int(version), label, options, actor=actor)
+    return {
+        "base": base,
+        "label": label,
+        "previous": change.previous,
+        "version": change.version,
+        "changed": change.changed,
+    }
 
 
 @_model_flow(name="promote-version", validate_parameters=False)
@@ -47,7 +55,9 @@ def promote_version(
     """Moves ``label`` under ``base`` to ``version``; without a version, rolls it back.
 
     Returns:
-        ``{"base", "label", "previous", "version"}``; the label's history keeps both.
+        ``{"base", "label", "previous", "version", "changed"}``; the label's history
+        keeps both. A move to where the label already points changes nothing and
+        emits no event.
     """
     logger = get_run_logger()
     warn_about_secrets(logger, storage_options)
@@ -55,6 +65,9 @@ def promote_version(
 
     actor = f"prefect flow run {flow_run.id}"
     moved = move_label(base, label, version, storage_access(credentials, storage_options), actor)
+    if not moved["changed"]:
+        logger.info("Label %s of %s already points at %s", label, base, moved["version"])
+        return moved  # nothing moved: no event
     logger.info("Label %s of %s: %s -> %s", label, base, moved["previous"], moved["version"])
     name = base.rstrip("/").rsplit("/", 1)[-1]
     emit_event(

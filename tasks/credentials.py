@@ -20,6 +20,7 @@ dict of fsspec options.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,11 +103,83 @@ def load_block(reference: str) -> Any:
     try:
         return Block.load(reference)
     except (ValueError, KeyError) as exc:
-        raise ExportValidationError(
-            f"Cannot load credentials block '{reference}' from the Prefect API: "
-            f"{type(exc).__name__}: {_first_line(exc)}. Create it (see README, "
-            "'Credentials'), or check the name and PREFECT_API_URL."
-        ) from exc
+        raise _missing_block(reference, f"{type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _missing_block(reference: str, why: str) -> ExportValidationError:
+    return ExportValidationError(
+        f"Cannot load credentials block '{reference}' from the Prefect API: {why}. Create "
+        "it (see README, 'Credentials'), or check the name and PREFECT_API_URL."
+    )
+
+
+def check_blocks_exist(*references: str | None) -> None:
+    """Fails at once when a named block is missing from the configured Prefect API.
+
+    Asks the API over HTTP (``GET /block_types/slug/<slug>/block_documents/name/<name>``),
+    without importing Prefect, so that the CLI refuses a misspelt block in a fraction of
+    a second instead of after TensorFlow and Prefect have started. Nothing is checked
+    when no API is configured (Prefect's temporary API starts later, and loading the
+    block then reports it) or when the API does not answer (the load reports that too).
+
+    Raises:
+        ExportValidationError: A malformed reference, or no such block on the API.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    api = configured_api_url()
+    for reference in references:
+        if not reference:
+            continue
+        block_reference(reference)  # '<slug>/<name>'
+        if api is None:
+            continue
+        slug, name = (urllib.parse.quote(part, safe="") for part in reference.split("/", 1))
+        url = f"{api.rstrip('/')}/block_types/slug/{slug}/block_documents/name/{name}"
+        headers = {"Authorization": f"Bearer {key}"} if (key := _api_key()) else {}
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise _missing_block(reference, "no block of that type and name") from None
+        except OSError:
+            return
+
+
+def configured_api_url() -> str | None:
+    """``PREFECT_API_URL`` from the environment, else from the active Prefect profile
+    (``profiles.toml`` in ``PREFECT_HOME``); None when Prefect would start a temporary API."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url
+    profile = _active_profile()
+    value = profile.get("PREFECT_API_URL") if profile else None
+    return str(value) if value else None
+
+
+def _api_key() -> str | None:
+    key = os.environ.get("PREFECT_API_KEY")
+    if key:
+        return key
+    profile = _active_profile()
+    return str(profile["PREFECT_API_KEY"]) if profile and profile.get("PREFECT_API_KEY") else None
+
+
+def _active_profile() -> dict[str, Any] | None:
+    import tomllib
+
+    home = os.path.expanduser(os.environ.get("PREFECT_HOME") or "~/.prefect")
+    path = os.environ.get("PREFECT_PROFILES_PATH") or os.path.join(home, "profiles.toml")
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            profiles = tomllib.load(handle)
+    except (OSError, ValueError):
+        return None
+    name = os.environ.get("PREFECT_PROFILE") or profiles.get("active")
+    found = (profiles.get("profiles") or {}).get(name) if name else None
+    return found if isinstance(found, dict) else None
 
 
 def _import_block_types(slug: str) -> None:

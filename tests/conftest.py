@@ -48,6 +48,19 @@ def batch():
     return np.random.default_rng(0).standard_normal((6, 3)).astype("float32")
 
 
+@pytest.fixture(scope="session")
+def tripwire(tmp_path_factory):
+    """Packages named tensorflow, keras and prefect that fail when imported: put first
+    on PYTHONPATH, they show which commands import none of the real ones."""
+    root = tmp_path_factory.mktemp("tripwire")
+    for name in ("tensorflow", "keras", "prefect"):
+        (root / name).mkdir()
+        (root / name / "__init__.py").write_text(
+            f"raise ImportError('tripwire: {name} imported')\n"
+        )
+    return str(root)
+
+
 @pytest.fixture(scope="module")
 def prefect_api():
     """Prefect's test API, one per test module that asks for it."""

@@ -282,6 +282,21 @@ def test_missing_block_fails_with_its_name(prefect_api, tmp_path):
     assert not (tmp_path / "registry").exists()
 
 
+def test_a_missing_block_is_refused_before_tensorflow_and_prefect_start(
+    prefect_api, tripwire, tmp_path
+):
+    from prefect.settings import PREFECT_API_URL
+
+    models.functional_regressor().save(tmp_path / "model.keras")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": tripwire}
+    command = [CLI, "export", str(tmp_path / "model.keras"), "s3://bucket/registry"]
+    command += ["--credentials", "aws-credentials/no-such-block"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert "tripwire" not in run.stderr, run.stderr
+    assert run.returncode == 2, run.stderr
+    assert "Cannot load credentials block 'aws-credentials/no-such-block'" in run.stderr
+
+
 def test_unsupported_credentials_list_the_accepted_blocks(prefect_api, tmp_path):
     from prefect.blocks.webhook import Webhook
 

@@ -98,7 +98,7 @@ def test_flow_rejects_bad_json_parameters_and_publishes_nothing(prefect_api, tmp
     with pytest.raises(ExportValidationError, match="does not exist"):
         export_keras_model(model=str(tmp_path / "missing.keras"), destination=str(registry))
     (tmp_path / "corrupt.keras").write_bytes(b"not a zip")
-    with pytest.raises(ExportValidationError, match="could not be loaded"):
+    with pytest.raises(ExportValidationError, match="not a complete .keras archive"):
         export_keras_model(model=str(tmp_path / "corrupt.keras"), destination=str(registry))
     assert not registry.exists()
 

@@ -48,10 +48,13 @@ def test_labels_round_trip_on_every_backend(backend):
     labels.set_label(backend.base, "stable", 17, backend.options, actor="ci@build-1")
     labels.set_label(backend.base, "canary", 18, backend.options)
     doc = labels.promote(backend.base, 19, "canary", backend.options, actor="ana@laptop")
-    assert labels.set_label(backend.base, "stable", 17, backend.options) == doc, "no-op"
+    again = labels.set_label(backend.base, "stable", 17, backend.options)
+    assert again.document == doc.document and not again.changed, "a no-op writes nothing"
+    assert (again.version, again.previous) == (17, 17)
 
     read = labels.read_labels(backend.base, backend.options)
-    assert read == doc
+    assert read == doc.document
+    assert (doc.changed, doc.previous, doc.version) == (True, 18, 19)
     assert read.labels == {"stable": 17, "canary": 19}
     assert [(e.label, e.version, e.previous, e.action) for e in read.history] == [
         ("stable", 17, None, "label"),
@@ -289,6 +292,45 @@ def test_concurrent_promotes_from_threads_on_memory_lose_no_update(request, tmp_
     for t in threads:
         t.join()
     assert_no_lost_update(labels.read_labels(base), versions)
+
+
+@pytest.mark.parametrize("backend_name", ["local", "s3"])
+def test_concurrent_cli_promotes_report_what_each_changed(request, tmp_path, backend_name):
+    """Ten promotes at once, half of them to where another has just moved the label:
+    each reports the move it made (its ``previous`` is what it replaced) or that
+    nothing changed, and no-ops record nothing."""
+    backend = backend_named(request, tmp_path, backend_name)
+    make_versions(backend, 1, 2)
+    cli = os.path.join(os.path.dirname(sys.executable), "keras-export")
+    options = ["--storage-options", json.dumps(backend.options)] if backend.options else []
+    procs = [
+        subprocess.Popen(
+            [cli, "promote", backend.base, str(1 + i % 2), "--label", "stable", "--json"] + options,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(10)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    history = labels.read_labels(backend.base, backend.options).history
+    moves = sorted((r["previous"] or 0, r["version"]) for r in results if r["changed"])
+    recorded = sorted((e.previous or 0, e.version) for e in history)
+    assert moves == recorded, "one event per move, each with what it replaced"
+    for r in results:
+        if not r["changed"]:
+            assert r["previous"] == r["version"], r
+    text = subprocess.run(
+        [cli, "promote", backend.base, str(history[-1].version), "--label", "stable"] + options,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "nothing changed" in text.stdout and "(was" not in text.stdout, text.stdout
 
 
 def test_labels_and_the_cli_glue_import_neither_prefect_nor_tensorflow():

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from export_core.storage import local_builds
+from export_core.storage.backend import host_name
 
 CHILD = """
 import sys
@@ -41,11 +42,11 @@ def killed_export_folder(tmp_path) -> str:
 def test_the_next_build_removes_the_folder_of_a_killed_export(tmp_path, monkeypatch):
     left = killed_export_folder(tmp_path)
     assert os.path.isfile(os.path.join(left, "variables.data-00000-of-00001"))
-    own = tmp_path / f"{local_builds.PREFIX}{local_builds._host()}-{os.getpid()}-mine"
+    own = tmp_path / f"{local_builds.PREFIX}{host_name()}-{os.getpid()}-mine"
     other_host = tmp_path / f"{local_builds.PREFIX}otherhost-{_dead_pid()}-theirs"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        live = tmp_path / f"{local_builds.PREFIX}{local_builds._host()}-{sleeper.pid}-live"
+        live = tmp_path / f"{local_builds.PREFIX}{host_name()}-{sleeper.pid}-live"
         unrelated = tmp_path / "keras-export-src-123"
         for folder in (own, other_host, live, unrelated):
             folder.mkdir()
@@ -56,7 +57,7 @@ def test_the_next_build_removes_the_folder_of_a_killed_export(tmp_path, monkeypa
         assert not os.path.exists(left)
         assert all(p.is_dir() for p in (own, other_host, live, unrelated))
         assert os.path.isdir(fresh) and os.path.basename(fresh).startswith(
-            f"{local_builds.PREFIX}{local_builds._host()}-{os.getpid()}-"
+            f"{local_builds.PREFIX}{host_name()}-{os.getpid()}-"
         )
     finally:
         sleeper.kill()

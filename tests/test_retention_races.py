@@ -26,7 +26,8 @@ from export_core import storage
 from tests.servers import free_port
 
 HOURS = 3600
-TIMED_STAGING = re.compile(r"^\.staging-(\d+)-[0-9a-f]{32}$")
+# ".staging-<seconds>-<hex>", and on local disk ".staging-<seconds>-<host>-<pid>-<hex>"
+TIMED_STAGING = re.compile(r"^\.staging-(\d+)-(?:[A-Za-z0-9_.]+-\d+-)?[0-9a-f]{32}$")
 
 
 def dest_of(backend, child: str | None = None) -> storage.Destination:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -36,8 +37,15 @@ CLAIMS_DIR = ".claims"
 # after it: TF Serving takes the proto's presence as "complete".
 LAST_FILES = (c.SAVED_MODEL_PB, c.SAVED_MODEL_PBTXT)
 MANIFEST_FILE = c.MANIFEST
-# ".staging-<unix seconds>-<uuid hex>", also at the end of ".<leaf>.staging-…".
-_TIMED_STAGING = re.compile(re.escape(STAGING_PREFIX) + r"(\d{1,12})-[0-9a-f]{32}$")
+# ".staging-<unix seconds>-<uuid hex>", also at the end of ".<leaf>.staging-…"; a
+# local staging folder also names its host and process: ".staging-<s>-<host>-<pid>-<hex>".
+_TIMED_STAGING = re.compile(
+    re.escape(STAGING_PREFIX)
+    + r"(?P<created>\d{1,12})-(?:(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-)?[0-9a-f]{32}$"
+)
+# TensorFlow Serving loads a folder as a version when its name parses as an int64.
+INT64_MAX = 2**63 - 1
+_CANONICAL = re.compile(r"0|[1-9][0-9]{0,18}")
 
 BACKEND_HINTS = {
     "s3": "pip install s3fs",
@@ -123,7 +131,9 @@ class Destination:
             # Object stores in fsspec have no root marker: their first component is a bucket.
             missing = self.fs.root_marker == "" and bucket and not self.fs.exists(bucket)
         except Exception as exc:  # noqa: BLE001 - backends raise their own error types
-            raise storage_error(f"Cannot access '{self.uri}'", exc) from exc
+            raise unknown_option(self.fs, exc) or storage_error(
+                f"Cannot access '{self.uri}'", exc
+            ) from exc
         if missing:
             raise StorageError(
                 f"Bucket '{bucket}' of '{self.uri}' does not exist (or these credentials "
@@ -146,31 +156,84 @@ class Destination:
             )
 
     def versions(self) -> list[int]:
-        """Integer version folders under the base, oldest first."""
+        """Version folders under the base (``version_number``), oldest first."""
         try:
             names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path, detail=False)]
         except FileNotFoundError:
             return []
-        return sorted(int(n) for n in names if n.isdigit())
+        return sorted(v for v in map(version_number, names) if v is not None)
 
 
-def new_staging_name(now: float | None = None) -> str:
+def version_number(name: str) -> int | None:
+    """The version a folder name stands for, or None when it is not one.
+
+    Only canonical decimal int64 names count (``"17"``, not ``"0017"`` nor a number
+    past 2**63 - 1): TensorFlow Serving loads only int64 versions, and a padded name
+    would be listed as a version whose path (``<base>/17``) does not exist. Numbering,
+    retention, listings and serving configs all go by this one rule.
+    """
+    if not _CANONICAL.fullmatch(name):
+        return None
+    number = int(name)
+    return number if number <= INT64_MAX else None
+
+
+def new_staging_name(now: float | None = None, owner: bool = False) -> str:
     """A fresh staging folder name that records its creation time.
 
     ``.staging-<unix seconds>-<uuid hex>``: not an integer, so TensorFlow Serving
     ignores it, and its age is known from the name alone (see ``staging_created``).
+    With ``owner`` (a folder on this host's disk) the name also records this host
+    and process, ``.staging-<s>-<host>-<pid>-<hex>``, so that once the process is
+    gone (killed) the folder can be removed at once (``staging_owner_gone``).
 
     Args:
         now: The creation time to record (default: the current time).
+        owner: Record this host and process id too.
     """
     seconds = int(time.time() if now is None else now)
-    return f"{STAGING_PREFIX}{seconds}-{uuid.uuid4().hex}"
+    who = f"{host_name()}-{os.getpid()}-" if owner else ""
+    return f"{STAGING_PREFIX}{seconds}-{who}{uuid.uuid4().hex}"
+
+
+def is_staging_name(name: str) -> bool:
+    """``.staging-…`` under a base, or ``.<leaf>.staging-…`` beside a target written
+    with ``timestamped=False``."""
+    return name.startswith(STAGING_PREFIX) or (
+        name.startswith(".") and _TIMED_STAGING.search(name) is not None
+    )
 
 
 def staging_created(name: str) -> float | None:
     """The creation time a staging name records, or None for an untimed (older) name."""
     found = _TIMED_STAGING.search(name)
-    return float(found.group(1)) if found else None
+    return float(found.group("created")) if found else None
+
+
+def staging_owner_gone(name: str) -> bool:
+    """Whether a staging name records a process of this host that no longer runs."""
+    found = _TIMED_STAGING.search(name)
+    if found is None or found.group("pid") is None or found.group("host") != host_name():
+        return False
+    return not process_alive(int(found.group("pid")))
+
+
+def host_name() -> str:
+    """This host's name, as a file name can hold it (no '-', which separates fields)."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (another user's counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def claim_record(version: int, now: float | None = None, build_id: str | None = None) -> bytes:
@@ -195,7 +258,8 @@ def claim_created(name: str, content: bytes) -> float | None:
         created = None
     if isinstance(created, int | float) and not isinstance(created, bool):
         return float(created)
-    return float(name) if name.isdigit() else None
+    version = version_number(name)
+    return float(version) if version is not None else None
 
 
 def create_if_absent(fs: Any, path: str, data: bytes) -> bool:
@@ -248,7 +312,42 @@ def safe_message(exc: BaseException) -> str:
 
 
 PROBE_TIMEOUT = 3.0  # seconds; s3fs config_kwargs.connect_timeout / gcsfs requests_timeout
-DEFAULT_ENDPOINTS = {"s3": "https://s3.amazonaws.com", "gcs": "https://storage.googleapis.com"}
+
+
+def unknown_option(fs: Any, exc: BaseException) -> ExportValidationError | None:
+    """A backend's complaint about a keyword it does not take, as the caller's mistake."""
+    found = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+    if found is None:
+        return None
+    return ExportValidationError(
+        f"storage option '{found.group(1)}' is not one {type(fs).__name__} takes "
+        f"({exc}). Fix or remove it in storage_options (CLI --storage-options); for S3 "
+        "the client's own options go in client_kwargs or config_kwargs."
+    )
+
+
+def client_endpoint(fs: Any) -> str | None:
+    """The URL the store's own client sends its requests to; None when it cannot be known.
+
+    s3fs/botocore take the endpoint from a top-level ``endpoint_url``,
+    ``client_kwargs={"endpoint_url": ...}``, ``AWS_ENDPOINT_URL_S3`` /
+    ``AWS_ENDPOINT_URL``, an AWS config profile's ``endpoint_url``, and else AWS's
+    own endpoint for the region: the client botocore builds from all of them
+    (building it opens no connection) says which it chose. gcsfs takes
+    ``endpoint_url``, else ``STORAGE_EMULATOR_HOST``, else Google's endpoint.
+    """
+    try:
+        if is_s3(fs):
+            fs.connect()  # the aiobotocore client, from every setting; no request is sent
+            return str(fs.s3.meta.endpoint_url)
+        if type(fs).__name__ == "GCSFileSystem":
+            return str(fs._location)  # noqa: SLF001 - gcsfs's own resolution of the endpoint
+    except Exception as exc:  # noqa: BLE001 - unknown: the caller skips what needs it
+        problem = unknown_option(fs, exc)
+        if problem is not None:
+            raise problem from exc
+        log.debug("the endpoint of %s cannot be resolved: %s", type(fs).__name__, safe_message(exc))
+    return None
 
 
 def probe_endpoint(fs: Any, uri: str) -> None:
@@ -257,8 +356,11 @@ def probe_endpoint(fs: Any, uri: str) -> None:
     s3fs/botocore and gcsfs retry a refused connection with backoff for 20-35 s
     (and print a traceback per attempt); they keep doing so for real transfers,
     where a flaky network deserves retries. Validation only needs to know that
-    something answers. The timeout follows ``config_kwargs={"connect_timeout": ...}``
-    (s3fs) or ``requests_timeout`` (gcsfs) when given.
+    something answers. The endpoint is the one the store's client will use
+    (``client_endpoint``), wherever it was configured; when it cannot be known
+    nothing is probed: no host the user did not configure is ever contacted. The
+    timeout follows ``config_kwargs={"connect_timeout": ...}`` (s3fs) or
+    ``requests_timeout`` (gcsfs) when given.
 
     Raises:
         StorageError: The endpoint's host does not resolve or refuses the connection.
@@ -266,11 +368,12 @@ def probe_endpoint(fs: Any, uri: str) -> None:
     import socket
     from urllib.parse import urlsplit
 
-    kind = "s3" if is_s3(fs) else "gcs" if type(fs).__name__ == "GCSFileSystem" else None
-    if kind is None:
+    endpoint = client_endpoint(fs)
+    if not endpoint:
         return
-    endpoint = getattr(fs, "endpoint_url", None) if kind == "s3" else getattr(fs, "_endpoint", None)
-    parts = urlsplit(endpoint or DEFAULT_ENDPOINTS[kind])
+    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if not parts.hostname:
+        return
     port = parts.port or (443 if parts.scheme == "https" else 80)
     timeout = (getattr(fs, "config_kwargs", None) or {}).get("connect_timeout") or getattr(
         fs, "requests_timeout", None
@@ -281,6 +384,8 @@ def probe_endpoint(fs: Any, uri: str) -> None:
         ).close()
     except OSError as exc:
         raise StorageError(
-            f"Cannot access '{uri}': the endpoint cannot be reached: check endpoint_url, DNS "
-            f"and the network. ({parts.scheme}://{parts.hostname}:{port}: {exc})"
-        ) from exc
+            f"Cannot access '{uri}': the endpoint {parts.scheme}://{parts.hostname}:{port} "
+            f"cannot be reached ({exc.strerror or exc}): check the endpoint (endpoint_url, "
+            "client_kwargs, AWS_ENDPOINT_URL, the AWS profile, STORAGE_EMULATOR_HOST), DNS "
+            "and the network."
+        ) from None

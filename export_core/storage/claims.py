@@ -16,6 +16,7 @@ import time
 from export_core.errors import StorageError
 from export_core.storage.backend import (
     CLAIMS_DIR,
+    INT64_MAX,
     Destination,
     claim_record,
     create_if_absent,
@@ -41,6 +42,11 @@ def claim_version(dest: Destination, start: int | None = None, build_id: str | N
     """
     version = _default_start(dest) if start is None else start
     for _ in range(10_000):
+        if version > INT64_MAX:
+            raise StorageError(
+                f"No version is left under '{dest.uri}': {version} is past the largest "
+                "int64, the last number TensorFlow Serving loads. Start a new base."
+            )
         if _try_claim(dest, version, build_id):
             return version
         version += 1

@@ -17,8 +17,9 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
+
+from export_core.storage.backend import host_name, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ PREFIX = "keras-export-build-"
 def new_build_dir() -> str:
     """A fresh folder for one build, after removing those of this host's dead exports."""
     sweep_orphaned()
-    return tempfile.mkdtemp(prefix=f"{PREFIX}{_host()}-{os.getpid()}-")
+    return tempfile.mkdtemp(prefix=f"{PREFIX}{host_name()}-{os.getpid()}-")
 
 
 def sweep_orphaned(root: str | None = None) -> list[str]:
@@ -37,7 +38,7 @@ def sweep_orphaned(root: str | None = None) -> list[str]:
     Returns the folders removed. Only folders named by this host are considered.
     """
     root = root or tempfile.gettempdir()
-    pattern = re.compile(rf"^{re.escape(PREFIX + _host())}-(\d+)-")
+    pattern = re.compile(rf"^{re.escape(PREFIX + host_name())}-(\d+)-")
     removed = []
     try:
         names = os.listdir(root)
@@ -45,7 +46,7 @@ def sweep_orphaned(root: str | None = None) -> list[str]:
         return removed
     for name in names:
         match = pattern.match(name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or process_alive(int(match.group(1))):
             continue
         path = os.path.join(root, name)
         shutil.rmtree(path, ignore_errors=True)
@@ -53,20 +54,3 @@ def sweep_orphaned(root: str | None = None) -> list[str]:
             log.info("Removed %s, left by an export whose process is gone.", path)
             removed.append(path)
     return removed
-
-
-def _host() -> str:
-    """This host's name, as a folder name can hold it (no '-', which separates fields)."""
-    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True

@@ -33,8 +33,10 @@ from export_core.storage.backend import (
     LAST_FILES,
     MANIFEST_FILE,
     Destination,
+    is_staging_name,
     new_staging_name,
     quiet_rm,
+    staging_owner_gone,
     storage_error,
 )
 from export_core.storage.claims import claim_version, release_claim
@@ -61,7 +63,9 @@ def new_build_dir(dest: Destination, timestamped: bool) -> str:
     """A private local folder to build the SavedModel in.
 
     For local destinations it sits beside the final folder (same filesystem, so the
-    final rename is atomic) under a name TensorFlow Serving ignores.
+    final rename is atomic) under a name TensorFlow Serving ignores, which records
+    this host and process; the staging folders there of this host's exports whose
+    process is gone (killed) are removed first.
 
     Raises:
         StorageError: The staging folder could not be created.
@@ -69,9 +73,9 @@ def new_build_dir(dest: Destination, timestamped: bool) -> str:
     if not dest.is_local:
         return local_builds.new_build_dir()  # and removes those of killed exports
     parent = dest.path if timestamped else os.path.dirname(os.path.abspath(dest.path))
-    name = new_staging_name()
-    if not timestamped:
-        name = f".{os.path.basename(dest.path)}{name}"
+    _remove_orphaned_staging(parent)
+    prefix = "" if timestamped else f".{os.path.basename(dest.path)}"
+    name = f"{prefix}{new_staging_name(owner=True)}"
     try:
         os.makedirs(parent, exist_ok=True)
         build_dir = os.path.join(parent, name)
@@ -79,6 +83,19 @@ def new_build_dir(dest: Destination, timestamped: bool) -> str:
     except OSError as exc:
         raise StorageError(f"Cannot create a staging folder under '{parent}': {exc}") from exc
     return build_dir
+
+
+def _remove_orphaned_staging(parent: str) -> None:
+    """Removes the staging folders under ``parent`` (``.staging-…``, ``.<leaf>.staging-…``)
+    whose export, a process of this host, is gone: a killed export leaves its whole
+    build there."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if is_staging_name(name) and staging_owner_gone(name):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
 def remove_build_dir(build_dir: str) -> None:

@@ -6,7 +6,9 @@ may work on one base at once. What keeps that safe:
 * Nothing is removed on a guess. A version is removed only when it is complete
   (``saved_model.pb`` or ``.pbtxt`` *and* ``export_manifest.json``, which
   ``publish`` writes last) and ``keep`` newer complete versions exist; never the
-  ``protect`` ed one, never a non-integer or incomplete folder. A staging folder
+  ``protect`` ed one, never the newest complete one, never a folder whose name is
+  not a canonical int64 (``backend.version_number``: TF Serving loads no other) or
+  that is incomplete. A staging folder
   or claim marker is removed only when the creation time recorded in its own name
   or content (see ``backend.new_staging_name`` / ``claim_record``) is at least
   ``older_than`` seconds old — backend modification times are never consulted.
@@ -55,8 +57,11 @@ from export_core.storage.backend import (
     STAGING_PREFIX,
     Destination,
     claim_created,
+    is_staging_name,
     staging_created,
+    staging_owner_gone,
     storage_error,
+    version_number,
 )
 from export_core.storage.direct import abandon
 
@@ -133,9 +138,11 @@ def prune_versions(
     if keep < 1:
         raise ExportValidationError(f"keep_versions must be >= 1, got {keep}.")
     cutoff = time.time() - _seconds(older_than)
-    versions = sorted(int(name) for name, _path in _list(dest, dest.path) if name.isdigit())
+    numbers = (version_number(name) for name, _path in _list(dest, dest.path))
+    versions = sorted(v for v in numbers if v is not None)
     complete = [v for v in versions if _is_complete(dest, v, cutoff)]
-    spared = {protect, *_labelled(dest)}
+    # The newest complete version is what TF Serving serves: it always stays.
+    spared = {protect, *_labelled(dest), *complete[-1:]}
     doomed = [v for v in complete[: max(0, len(complete) - keep)] if v not in spared]
     removed = []
     for version in doomed:
@@ -158,9 +165,12 @@ def sweep_staging(
     """Removes staging folders and claim markers that exports abandoned.
 
     Only names this package creates are touched: ``.staging-*`` folders directly
-    under the base and markers in ``.claims/``, each only when the time recorded
-    in its name (staging) or content (claim) is at least ``older_than`` old. Safe
-    to run while exports to the same base are in progress.
+    under the base, the ``.<name>.staging-*`` folders of ``timestamped=False``
+    exports into ``<base>/<name>`` (under the base) or into the base itself (beside
+    it, in its parent), and markers in ``.claims/``; each only when the time
+    recorded in its name (staging) or content (claim) is at least ``older_than``
+    old, or, for a local staging folder, when the process its name records (on this
+    host) is gone. Safe to run while exports to the same base are in progress.
 
     Args:
         dest: The base to sweep.
@@ -180,13 +190,33 @@ def sweep_staging(
     cutoff = time.time() - _seconds(older_than)
     removed = []
     for name, path in _list(dest, dest.path):
-        if name.startswith(STAGING_PREFIX):
-            if _abandoned(staging_created(name), cutoff, sweep_untimed):
+        if is_staging_name(name):
+            if _stale_staging(name, cutoff, sweep_untimed):
                 _remove(dest, path, recursive=True)
                 removed.append(name)
         elif name == CLAIMS_DIR:
             removed += _sweep_claims(dest, path, cutoff, sweep_untimed)
+    removed += sweep_beside(dest, cutoff, sweep_untimed)
     return removed
+
+
+def sweep_beside(dest: Destination, cutoff: float, untimed: bool = True) -> list[str]:
+    """Removes the abandoned ``.<leaf>.staging-*`` folders of ``timestamped=False``
+    exports into the base itself: they sit in the base's parent, beside it."""
+    parent, _, leaf = dest.path.rstrip("/").rpartition("/")
+    if not parent or not leaf:
+        return []
+    removed = []
+    for name, path in _list(dest, parent):
+        if name.startswith(f".{leaf}{STAGING_PREFIX}") and _stale_staging(name, cutoff, untimed):
+            _remove(dest, path, recursive=True)
+            removed.append(f"../{name}")
+    return removed
+
+
+def _stale_staging(name: str, cutoff: float, untimed: bool) -> bool:
+    """Old enough by the time in its name, or a local one whose process is gone."""
+    return staging_owner_gone(name) or _abandoned(staging_created(name), cutoff, untimed)
 
 
 def _sweep_claims(dest: Destination, folder: str, cutoff: float, untimed: bool) -> list[str]:
@@ -196,8 +226,9 @@ def _sweep_claims(dest: Destination, folder: str, cutoff: float, untimed: bool) 
         if content is None:  # the publish finished, or another sweep came first
             continue
         if _abandoned(claim_created(name, content), cutoff, untimed):
-            if name.isdigit():  # its export died: pending uploads, any half of a version
-                abandon(dest, int(name))
+            version = version_number(name)
+            if version is not None:  # its export died: pending uploads, any half of a version
+                abandon(dest, version)
             _remove(dest, path)
             removed.append(f"{CLAIMS_DIR}/{name}")
     return removed
