@@ -117,6 +117,10 @@ def run_case(case: str, model: keras.Model, work: str, s3_url: str | None) -> di
         return out
     if case == "keras_train_step":
         return keras_train_step(model)
+    if case == "product_all_flow_warm":
+        return flow_export(model, work)
+    if case == "product_all_cli_cold":
+        return cli_export(model, work)
     serving_only = "serving" in case
     verify = "noverify" not in case
     if case.startswith("flow_") or case.startswith("direct_"):
@@ -140,6 +144,53 @@ def run_case(case: str, model: keras.Model, work: str, s3_url: str | None) -> di
             os.path.getsize(os.path.join(r, f)) for r, _, fs_ in os.walk(result.path) for f in fs_
         )
     return out
+
+
+def flow_export(model: keras.Model, work: str) -> dict:
+    """The Prefect flow, all modes, on an API that is already up (a warm worker)."""
+    from keras_export.flows import export_keras_model
+
+    export_keras_model(model=model, destination=os.path.join(work, "warm"), serving_only=True)
+    t = time.perf_counter()
+    result = export_keras_model(model=model, destination=os.path.join(work, "out"))
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "steps": result["seconds"], "bytes": _tree_size(result["path"])}
+
+
+def cli_export(model: keras.Model, work: str) -> dict:
+    """``keras-export export`` in a fresh process, all modes: imports, Prefect's temporary
+    API server and the flow, as a user's first command runs it. Its memory is the child
+    process's own peak (``peak_rss_child``)."""
+    import resource
+    import subprocess
+
+    source = os.path.join(work, "model.keras")
+    model.save(source)
+    cli = os.path.join(os.path.dirname(sys.executable), "keras-export")
+    env = {**os.environ, "PREFECT_HOME": os.path.join(work, "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    t = time.perf_counter()
+    run = subprocess.run(
+        [cli, "export", source, os.path.join(work, "out"), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    seconds = time.perf_counter() - t
+    if run.returncode != 0:
+        raise SystemExit(f"keras-export failed: {run.stderr[-2000:]}")
+    result = json.loads(run.stdout)
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return {
+        "seconds": seconds,
+        "steps": result["seconds"],
+        "bytes": _tree_size(result["path"]),
+        "peak_rss_child": child_peak,
+    }
+
+
+def _tree_size(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, files in os.walk(path) for f in files)
 
 
 def keras_train_step(model: keras.Model) -> dict:

@@ -18,7 +18,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_export.flows import cli, export_keras_model  # noqa: E402
+from keras_export.cli import main as cli  # noqa: E402
+from keras_export.flows import export_keras_model  # noqa: E402
 
 
 def train() -> keras.Model:

@@ -34,10 +34,10 @@ from export_core.errors import (  # noqa: E402
 use_tensorflow_backend()  # before anything imports Keras
 
 _LAZY = {
-    "ExportResult": "export_core.export",
-    "export_saved_model": "export_core.export",
-    "run_export": "export_core.export",
-    "load_from_saved_model": "export_core.load",
+    "ExportResult": "export_core.request",
+    "export_saved_model": "export_core.api",
+    "run_export": "export_core.api",
+    "load_from_saved_model": "export_core.reload",
 }
 
 __all__ = [

@@ -25,7 +25,7 @@ SAVED_MODEL_PB = "saved_model.pb"
 SAVED_MODEL_PBTXT = "saved_model.pbtxt"
 VARIABLES_DIR = "variables"
 VARIABLES_PREFIX = "variables/variables"
-# Largest checkpoint data file but for a single bigger tensor (see export_core.shards).
+# Largest checkpoint data file but for a single bigger tensor (see export_core.tf_internals.shards).
 SHARD_BYTES = 1 << 30
 ASSETS_DIR = "assets"
 MODEL_JSON = "assets/saved_model.json"

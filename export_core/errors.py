@@ -21,6 +21,7 @@ only its message in ``args``.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 
@@ -94,6 +95,13 @@ def _out_of_space(exc: BaseException) -> bool:
         or "No space left on device" in text
         or "Disk quota exceeded" in text
     )
+
+
+def safe_message(exc: BaseException) -> str:
+    """An error message with anything that looks like a credential masked."""
+    text = str(exc)
+    pattern = r"(?i)(secret|token|key|signature|credential)[^\s,;&]*[=:]\s*\S+"
+    return re.sub(pattern, r"\1=***", text)
 
 
 def missing_custom_object_message(subject: str, exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """Prefect flows of the exporter (installed as ``keras_export.flows``).
 
 The flows import Prefect, Keras and TensorFlow; they are loaded on first use, so
-that ``keras_export.flows.cli`` starts (``--help``, argument checks) without them.
+that ``keras_export.cli.main`` starts (``--help``, argument checks) without them.
 """
 
 from __future__ import annotations

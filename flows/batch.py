@@ -8,19 +8,20 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from export_core import run_export, sources
-from keras_export.flows.export import _model_flow, warn_about_secrets
-from keras_export.tasks.credentials import StorageAccess, storage_access
+from export_core import run_export
+from export_core.model import source_file
+from keras_export.credentials import StorageAccess, storage_access
+from keras_export.flows.export import model_flow, warn_about_secrets
 
 
 @task(name="export-one", cache_policy=NO_CACHE)
 def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) -> dict:
     """One export of a batch, straight through ``export_core`` in this worker."""
     spec = dict(spec)
-    objects = sources.resolve_custom_objects(spec.pop("custom_objects", None))
+    objects = source_file.resolve_custom_objects(spec.pop("custom_objects", None))
     options, source_options = access.storage_options(), source_access.storage_options()
     uri = spec.pop("model")
-    model, source = sources.load_keras_source_with_info(uri, objects, source_options)
+    model, source = source_file.load_keras_source_with_info(uri, objects, source_options)
     from prefect.runtime import task_run
 
     result = run_export(
@@ -28,8 +29,10 @@ def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) 
         spec.pop("destination"),
         build_id=f"task-run-{task_run.id}",
         custom_objects=objects,
-        input_signature=sources.signature_from_json(spec.pop("input_signature", None)),
-        sample_inputs=sources.load_sample_inputs(spec.pop("sample_inputs", None), source_options),
+        input_signature=source_file.signature_from_json(spec.pop("input_signature", None)),
+        sample_inputs=source_file.load_sample_inputs(
+            spec.pop("sample_inputs", None), source_options
+        ),
         source=source,
         storage_options=options,
         **spec,
@@ -51,7 +54,7 @@ def batch_access(spec: dict, credentials: Any, source_credentials: Any):
     return access, storage_access(own_source, options) if own_source else access
 
 
-@_model_flow(
+@model_flow(
     name="export-keras-models", validate_parameters=False, task_runner=ThreadPoolTaskRunner()
 )
 def export_keras_models(

@@ -1,8 +1,9 @@
-"""The export pipeline as Prefect flows.
+"""The export as a Prefect flow: the steps of ``export_core.sequence``, each a task.
 
-validate → clone-per-mode → trace → write-checkpoint → write-proto → (stage) →
-verify-reload → publish, one task each. Parameters are JSON-friendly so a
-deployment can call the flows.
+``export-keras-model`` loads the model (task ``load-source``), runs the core's one
+sequence of steps through ``keras_export.tasks.steps.PrefectRunner`` (a task per
+step), then announces the version (the UI artifact and the events). Parameters are
+JSON-friendly so a deployment can call it.
 """
 
 from __future__ import annotations
@@ -12,30 +13,30 @@ from typing import Any
 import keras
 from prefect import Flow, get_run_logger
 
-from export_core import pipeline, sources, storage
-from export_core.export import StepClock
-from export_core.heap import export_scope, release_gradients
-from export_core.lineage import check_metadata, collect_lineage
+from export_core.artifacts.lineage import check_metadata
+from export_core.model import source_file
 from export_core.preflight import check_keep
-from export_core.staged import release_clones
-from keras_export.flows.announce import _size, announce
-from keras_export.tasks import steps
-from keras_export.tasks.credentials import (
+from export_core.request import ExportRequest, ExportResult
+from export_core.sequence import run_steps
+from export_core.steps.verify import FULL
+from keras_export.credentials import (
     SECRET_WARNING,
     record_parameters,
     secret_keys,
     storage_access,
 )
+from keras_export.tasks import steps
+from keras_export.tasks.announce import announce
 
 
-class _ModelParameterFlow(Flow):
+class ModelParameterFlow(Flow):
     """Records parameters as Prefect may keep them: models and blocks by name, no secrets.
 
     Prefect stores a flow run's parameters as JSON, verbatim, where the UI and API
     show them. A ``keras.Model`` is recorded by name (its encoder would walk every
     attribute of the model, about 0.2 s for a small MLP, before giving up); a
     credentials block by its saved name; secret-looking ``storage_options`` values
-    redacted (the flow still uses the real ones, see ``tasks.credentials``).
+    redacted (the flow still uses the real ones, see ``keras_export.credentials``).
     """
 
     def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -47,13 +48,12 @@ class _ModelParameterFlow(Flow):
         return serialized
 
 
-def _model_flow(**options: Any):
+def model_flow(**options: Any):
     """``@flow`` whose runs record parameters without models or secrets."""
-    return lambda fn: _ModelParameterFlow(fn=fn, **options)
+    return lambda fn: ModelParameterFlow(fn=fn, **options)
 
 
-@_model_flow(name="export-keras-model", validate_parameters=False)
-@export_scope()  # bounds the process-wide effects (export_core.heap)
+@model_flow(name="export-keras-model", validate_parameters=False)
 def export_keras_model(
     model: Any,
     destination: str,
@@ -89,12 +89,12 @@ def export_keras_model(
         sample_inputs: URI of an ``.npz`` of golden inputs for verify-reload.
         timestamped: Create an integer version folder under ``destination``.
         full_verify: Load every MetaGraph with both TensorFlow loaders, not only
-            the serving one (see ``export_core.verify``).
+            the serving one (see ``export_core.steps.verify``).
         modes: The MetaGraphs to write, e.g. ``["serve", "eval"]`` (default: all
             three for a compiled model).
         credentials: A Prefect block (or a saved one's name such as
             ``"aws-credentials/registry-writer"``) for the destination; see
-            ``keras_export.tasks.credentials``. None: ambient credentials.
+            ``keras_export.credentials``. None: ambient credentials.
         source_credentials: The same for the model source and ``sample_inputs``
             (default: ``credentials``).
         metadata: A JSON object recorded in the manifest's lineage (metrics, dataset).
@@ -112,10 +112,9 @@ def export_keras_model(
         artifact, the event), which does not fail the run.
     """
     logger = get_run_logger()
-    lap = StepClock()
     keep_versions = check_keep(keep_versions)
     metadata = check_metadata(metadata)
-    objects = sources.resolve_custom_objects(custom_objects)
+    objects = source_file.resolve_custom_objects(custom_objects)
     access = storage_access(credentials, storage_options)
     source_access = (
         storage_access(source_credentials, storage_options) if source_credentials else access
@@ -123,90 +122,55 @@ def export_keras_model(
     warn_about_secrets(logger, storage_options)
     uri = model if isinstance(model, str) else None
     loaded, source, samples = steps.load_source(uri, objects, source_access, sample_inputs)
-    keras_model = loaded if uri else model
     if uri is None:
-        source = {"uri": None, "sha256": None, "name": model.name}
-    lap("load")
-    plan = steps.validate(
-        keras_model,
-        destination,
-        access,
+        loaded, source = model, {"uri": None, "sha256": None, "name": model.name}
+    request = ExportRequest(
+        model=loaded,
+        destination=destination,
+        storage=access.storage_options,  # a block is loaded by each step that needs it
         custom_objects=objects,
-        input_signature=sources.signature_from_json(input_signature),
-        serving_only=serving_only,
         as_text=as_text,
-        timestamped=timestamped,
+        input_signature=source_file.signature_from_json(input_signature),
         modes=modes,
+        serving_only=serving_only,
+        timestamped=timestamped,
         sample_inputs=samples,
+        verify=FULL if full_verify else True,
+        keep_versions=keep_versions,
+        source=source,
+        build_id=build_id(),
+        metadata=metadata,
         compare_label=compare_label,
+        allow_breaking_signature=allow_breaking_signature,
+        warmup=warmup,
         cast_inputs=cast_inputs,
+        run_lineage=prefect_lineage(),
     )
-    lap("validate")
-    clones = steps.clone(keras_model, plan, objects)
-    lap("clone")
-    traced = steps.trace(clones, plan)
-    lap("trace")
-    # Parsing the destination reads no credentials and touches no network.
-    build_dir = storage.new_build_dir(storage.Destination.parse(plan.destination), plan.timestamped)
-    staging = None
-    try:
-        steps.checkpoint(traced, build_dir)
-        lap("write_checkpoint")
-        steps.proto(traced, plan, build_dir, keras_model, samples, warmup)
-        lap("write_proto")
-        diff = steps.gate(build_dir, plan, access, compare_label, allow_breaking_signature)
-        lap("signature_gate")
-        clone_bytes = clones.nbytes()
-        del clones, traced  # a weight copy per mode, graphs: freed before verify
-        release_gradients()  # what still held the traced train graph (export_core.heap)
-        release_clones(clone_bytes)
-        lap("release_clones")
-        # The upload runs on the task runner while this thread verifies the build.
-        upload = steps.stage.submit(build_dir, plan, source, access, build_id())
-
-        def verify_step():
-            parity = steps.verify(build_dir, keras_model, plan, samples, full_verify, objects)
-            lap("verify_reload")
-            if parity.training:  # part of verify_reload's seconds
-                lap.seconds["verify:training"] = parity.training["seconds"]
-            return parity
-
-        def discard_staged(staged: storage.Staged) -> None:
-            steps.discard(None, plan, access, staged)
-
-        draft, staging, parity = pipeline.stage_while_verifying(
-            upload, verify_step, plan, discard_staged
-        )
-        logger.info("Staged %d files (%d bytes)", len(draft.files), _size(draft))
-        lap("stage")
-        parent = diff["version"] if diff else None
-        lineage = collect_lineage(source, metadata, parent, prefect_lineage())
-        outcome = steps.publish(
-            build_dir, staging, plan, draft, parity, keep_versions, access, build_id(), lineage
-        )
-        lap("publish")
-    finally:
-        # A plain call, not a task: it must run even while the run is interrupted.
-        steps.discard.fn(build_dir, plan, access, staging)
-    published = outcome.published
-    logger.info("Published %s (modes %s)", published.path, ", ".join(plan.modes))
-    result = {
-        "published": True,
-        "path": published.path,
-        "version": published.version,
-        "modes": list(plan.modes),
-        "tags": [m["tags"] for m in draft.meta_graphs],
-        "signatures": {key: sig for m in draft.meta_graphs for key, sig in m["signatures"].items()},
-        "files": {k: dict(v) for k, v in draft.files.items()},
-        "parity": parity.to_dict(),
-        "pruned": outcome.pruned,
-        "seconds": lap.seconds,
-        "warnings": list(outcome.warnings),
-        "signature_check": diff,
-        "lineage": lineage,
-    }
-    announce(result, source, logger)
+    exported = run_steps(request, steps.PrefectRunner(access))
+    logger.info("Published %s (modes %s)", exported.path, ", ".join(exported.modes))
+    result = result_dict(exported)
+    result["warnings"] += announce(result, source)
     return result
+
+
+def result_dict(exported: ExportResult) -> dict:
+    """The flow's JSON result: the version, what it holds, and how the export went."""
+    manifest = exported.manifest
+    return {
+        "published": True,
+        "path": exported.path,
+        "version": exported.version,
+        "modes": list(exported.modes),
+        "tags": [m["tags"] for m in manifest.meta_graphs],
+        "signatures": {k: sig for m in manifest.meta_graphs for k, sig in m["signatures"].items()},
+        "files": {k: dict(v) for k, v in manifest.files.items()},
+        "parity": exported.parity.to_dict() if exported.parity else None,
+        "pruned": list(exported.pruned),
+        "seconds": dict(exported.seconds),
+        "warnings": list(exported.warnings),
+        "signature_check": exported.signature_check,
+        "lineage": exported.lineage,
+    }
 
 
 def prefect_lineage() -> dict:

@@ -13,9 +13,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from export_core import labels
-from keras_export.flows.export import _model_flow, warn_about_secrets
-from keras_export.tasks.credentials import StorageAccess, storage_access
+from export_core.registry import labels
+from keras_export.credentials import StorageAccess, storage_access
+from keras_export.flows.export import model_flow, warn_about_secrets
 
 PROMOTED_EVENT = "keras.model.promoted"
 
@@ -44,7 +44,7 @@ def move_label(
     }
 
 
-@_model_flow(name="promote-version", validate_parameters=False)
+@model_flow(name="promote-version", validate_parameters=False)
 def promote_version(
     base: str,
     label: str = "stable",

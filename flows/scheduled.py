@@ -7,9 +7,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from export_core import registry, sources_scan
-from keras_export.flows.export import _model_flow, export_keras_model, warn_about_secrets
-from keras_export.tasks.credentials import StorageAccess, storage_access
+from export_core.registry import newest_source, versions
+from keras_export.credentials import StorageAccess, storage_access
+from keras_export.flows.export import export_keras_model, model_flow, warn_about_secrets
 
 
 @task(name="find-newest-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -20,13 +20,13 @@ def find_newest(
     that was decided (``"fingerprint"``: from the store's metadata, 0 bytes of the model
     read; ``"sha256"``: the file was hashed)."""
     source_options = source.storage_options()
-    model, stored = sources_scan.newest_keras_object(source_prefix, source_options)
-    published = registry.newest_manifest_source(destination, access.storage_options())
-    same, how = sources_scan.unchanged(model, stored, published, source_options)
+    model, stored = newest_source.newest_keras_object(source_prefix, source_options)
+    published = versions.newest_manifest_source(destination, access.storage_options())
+    same, how = newest_source.unchanged(model, stored, published, source_options)
     return model, same, how
 
 
-@_model_flow(name="export-newest-model", validate_parameters=False)
+@model_flow(name="export-newest-model", validate_parameters=False)
 def export_newest_model(
     source_prefix: str,
     destination: str,

@@ -1,40 +1,100 @@
-"""One Prefect task per export step; each is a thin wrapper over ``export_core``.
+"""One Prefect task per export step: the steps of ``export_core.sequence``, wrapped.
 
-TensorFlow steps receive models and traced graphs, which Prefect must not hash
-(``NO_CACHE``) and which retrying would not fix. Only I/O steps retry: the
-upload to staging and the publish.
+The flow hands ``PrefectRunner`` to ``export_core.sequence.run_steps``, which runs
+each step as the task of the same name (the steps and their order are listed once,
+in ``export_core.sequence``): what each step does and holds is the core's, Prefect
+only adds a task run around each (visible in the UI, logged, retried when the step
+does I/O). A task hands its step's value back to the
+sequence directly and returns nothing to Prefect, which so keeps no reference to a
+clone or a traced graph once the sequence lets go of it. Only I/O steps retry: the
+signature gate (a manifest read), the upload to staging and the publish;
+TensorFlow steps are neither retried nor cached (``NO_CACHE``: they take models).
 
-The steps that touch storage (load-source, validate, stage, publish, discard)
-receive a ``StorageAccess`` (a block reference and explicit options, see
-``credentials``) and turn it into fsspec ``storage_options`` themselves; the plan
-that travels between tasks holds none.
+The steps that touch storage resolve the credentials themselves, when they run
+(``StorageAccess.storage_options``, see ``keras_export.credentials``); their errors
+name the block used, never its values.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from export_core import pipeline, sources, storage
-from export_core.clone import ModeClones, clone_per_mode
 from export_core.errors import ExportError
-from export_core.manifest import Manifest
-from export_core.trace import TracedModes, trace_modes
-from export_core.validate import ExportPlan, validate_export
-from export_core.verify import ParityReport
-from export_core.warmup import write_warmup
-from export_core.write import WrittenFiles, write_checkpoint, write_proto
-from keras_export.tasks.credentials import StorageAccess
+from export_core.model import source_file
+from export_core.sequence import STEPS, STORAGE_STEPS, StepRunner
+from keras_export.credentials import StorageAccess
+
+T = TypeVar("T")
+RETRIES = {"signature-gate": 1, "stage": 2, "publish": 2}  # I/O only
 
 
-def with_storage(plan: ExportPlan, access: StorageAccess) -> ExportPlan:
-    """The plan with real storage options, for the duration of one storage step."""
-    return dataclasses.replace(plan, storage_options=access.storage_options())
+def _run(step: Callable[[], None]) -> None:
+    step()
+
+
+STEP_TASKS = {
+    name: task(
+        name=name, cache_policy=NO_CACHE, retries=RETRIES.get(name, 0), retry_delay_seconds=2
+    )(_run)
+    for name in STEPS
+}
+
+
+class PrefectRunner(StepRunner):
+    """Runs each step of the sequence as the Prefect task of its name."""
+
+    def __init__(self, access: StorageAccess) -> None:
+        self.access = access
+
+    def run(self, name: str, step: Callable[[], T]) -> T:
+        box: list[T] = []
+        STEP_TASKS[name](self._boxed(name, step, box))
+        return box[0]
+
+    def submit(self, name: str, step: Callable[[], T]) -> Any:
+        box: list[T] = []
+        return _Boxed(STEP_TASKS[name].submit(self._boxed(name, step, box)), box)
+
+    def attempt(self) -> int:
+        """The task's attempt, or the flow run's (a retried run is a retried publish)."""
+        from prefect.runtime import flow_run, task_run
+
+        return max(task_run.run_count or 1, flow_run.run_count or 1)
+
+    def log(self, level: int, message: str) -> None:
+        get_run_logger().log(level, "%s", message)
+
+    def progress(self, done: int, total: int) -> None:
+        get_run_logger().info(
+            "Uploaded %d / %d bytes (%.0f%%)", done, total, 100.0 * done / max(total, 1)
+        )
+
+    def _boxed(self, name: str, step: Callable[[], T], box: list[T]) -> Callable[[], None]:
+        def call() -> None:
+            box.clear()  # a retry starts afresh
+            if name in STORAGE_STEPS:
+                with naming_credentials(self.access):
+                    box.append(step())
+            else:
+                box.append(step())
+
+        return call
+
+
+class _Boxed:
+    """A submitted step's future, answering with the step's own value."""
+
+    def __init__(self, future: Any, box: list) -> None:
+        self.future, self.box = future, box
+
+    def result(self) -> Any:
+        self.future.result()  # raises the step's error
+        return self.box[0]
 
 
 @contextlib.contextmanager
@@ -62,151 +122,8 @@ def load_source(uri: str | None, custom_objects: dict, access: StorageAccess, sa
     with naming_credentials(access):
         options = access.storage_options() if uri or samples else {}
         model, info = (
-            sources.load_keras_source_with_info(uri, custom_objects, options)
+            source_file.load_keras_source_with_info(uri, custom_objects, options)
             if uri
             else (None, None)
         )
-        return model, info, sources.load_sample_inputs(samples, options)
-
-
-@task(name="validate", cache_policy=NO_CACHE)
-def validate(model: Any, destination: str, access: StorageAccess, **options: Any) -> ExportPlan:
-    """Validates with the real options; the plan it returns holds none of them."""
-    with naming_credentials(access):
-        plan = validate_export(
-            model, destination, storage_options=access.storage_options(), **options
-        )
-    return dataclasses.replace(plan, storage_options={})
-
-
-@task(name="clone-per-mode", cache_policy=NO_CACHE)
-def clone(model: Any, plan: ExportPlan, custom_objects: dict | None) -> ModeClones:
-    return clone_per_mode(model, plan, custom_objects)
-
-
-@task(name="trace", cache_policy=NO_CACHE)
-def trace(clones: ModeClones, plan: ExportPlan) -> TracedModes:
-    return trace_modes(clones, plan)
-
-
-@task(name="write-checkpoint", cache_policy=NO_CACHE)
-def checkpoint(traced: TracedModes, build_dir: str) -> WrittenFiles:
-    return write_checkpoint(traced, build_dir)
-
-
-@task(name="write-proto", cache_policy=NO_CACHE)
-def proto(
-    traced: TracedModes,
-    plan: ExportPlan,
-    build_dir: str,
-    model: Any = None,
-    samples: Any = None,
-    warmup: bool = False,
-) -> WrittenFiles:
-    """The SavedModel proto and, given the model, the golden data verification uses
-    (and TF Serving's warm-up requests built from it)."""
-    written = write_proto(traced, plan, build_dir)
-    if model is None:
-        return written
-    extra = [pipeline.write_golden_data(build_dir, model, plan, samples)]
-    if warmup:
-        extra.append(write_warmup(build_dir, plan.inputs))
-    return WrittenFiles(written.files + tuple(extra))
-
-
-@task(name="signature-gate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def gate(
-    build_dir: str,
-    plan: ExportPlan,
-    access: StorageAccess,
-    label: str | None = None,
-    allow_breaking: bool = False,
-) -> dict | None:
-    """The new serving signatures against the version they replace (see signature_gate)."""
-    with naming_credentials(access):
-        diff = pipeline.gate_signatures(
-            build_dir, with_storage(plan, access), label, allow_breaking
-        )
-    if diff is not None:
-        get_run_logger().info("%s", diff.describe())
-    return diff.to_dict() if diff is not None else None
-
-
-@task(name="stage", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def stage(
-    build_dir: str,
-    plan: ExportPlan,
-    source: dict,
-    access: StorageAccess,
-    build_id: str | None = None,
-) -> tuple[Manifest, storage.Staged | None]:
-    logger = get_run_logger()
-
-    def progress(done: int, total: int) -> None:
-        logger.info("Uploaded %d / %d bytes (%.0f%%)", done, total, 100.0 * done / max(total, 1))
-
-    with naming_credentials(access):
-        return pipeline.stage_build(
-            build_dir, with_storage(plan, access), source, progress, build_id
-        )
-
-
-@task(name="verify-reload", cache_policy=NO_CACHE)
-def verify(
-    build_dir: str,
-    model: Any,
-    plan: ExportPlan,
-    samples: Any,
-    full: bool = False,
-    custom_objects: dict | None = None,
-) -> ParityReport:
-    return pipeline.verify_build(build_dir, model, plan, samples, full, custom_objects)
-
-
-@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def publish(
-    build_dir: str,
-    staging: storage.Staged | None,
-    plan: ExportPlan,
-    draft: Manifest,
-    parity: ParityReport,
-    keep_versions: int | None,
-    access: StorageAccess,
-    build_id: str | None = None,
-    lineage: dict | None = None,
-) -> pipeline.Outcome:
-    """Publishes once per build: a retry (of this task or of the flow run) that finds
-    its build already published returns that version; later problems are warnings."""
-    from prefect.runtime import flow_run, task_run
-
-    retried = (task_run.run_count or 1) > 1 or (flow_run.run_count or 1) > 1
-    with naming_credentials(access):
-        outcome = pipeline.publish_version(
-            build_dir,
-            staging,
-            with_storage(plan, access),
-            draft,
-            parity,
-            keep_versions,
-            build_id,
-            retried,
-            lineage,
-        )
-    logger = get_run_logger()
-    if outcome.reused:
-        logger.info("Build %s was already published as %s", build_id, outcome.published.path)
-    for warning in outcome.warnings:
-        logger.warning("%s", warning)
-    return outcome
-
-
-@task(name="discard", cache_policy=NO_CACHE)
-def discard(
-    build_dir: str | None, plan: ExportPlan, access: StorageAccess, staging: storage.Staged | None
-):
-    """Removes the local build and what was staged remotely (after success or failure)."""
-    if build_dir is not None:
-        storage.remove_build_dir(build_dir)
-    if staging is not None:
-        dest = storage.Destination.parse(plan.destination, access.storage_options())
-        storage.cleanup_staging(dest, staging)
+        return model, info, source_file.load_sample_inputs(samples, options)

@@ -84,6 +84,16 @@ def s3_server():
 
 
 @pytest.fixture(scope="session")
+def auth_s3():
+    """moto in its own process, checking every request's signature as AWS does."""
+    from tests.servers import AuthS3Server
+
+    server = AuthS3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def gcs_server():
     from tests.servers import GCSServer
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 STEPS = 2
 
@@ -126,3 +129,18 @@ def tf1_predict(path: str, feeds: dict) -> dict:
     sess, meta_graph = tf1_load(path, "serve")
     with sess:
         return tf1_run(sess, meta_graph, "serving_default", feeds)
+
+
+class EagerOnlyScale(keras.layers.Layer):
+    """Behaves differently when traced than when run eagerly: a real class of bug
+    (Python-side branching on execution mode) that only a reload check catches."""
+
+    def call(self, inputs):
+        return inputs * (2.0 if tf.executing_eagerly() else 3.0)
+
+
+def read_proto(path: str) -> saved_model_pb2.SavedModel:
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    return proto

@@ -16,22 +16,24 @@ package keeps the import path of the former ``storage.py``; by concern:
 
 from __future__ import annotations
 
+from export_core.errors import safe_message
 from export_core.storage.backend import (
     BACKEND_HINTS,
-    CLAIMS_DIR,
     LAST_FILES,
     MANIFEST_FILE,
-    STAGING_PREFIX,
     Destination,
-    claim_created,
-    claim_record,
     create_if_absent,
-    new_staging_name,
-    safe_message,
-    staging_created,
     storage_error,
 )
 from export_core.storage.claims import claim_version
+from export_core.storage.names import (
+    CLAIMS_DIR,
+    STAGING_PREFIX,
+    claim_created,
+    claim_record,
+    new_staging_name,
+    staging_created,
+)
 from export_core.storage.publish import (
     Published,
     Staged,

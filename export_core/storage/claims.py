@@ -14,14 +14,8 @@ import os
 import time
 
 from export_core.errors import StorageError
-from export_core.storage.backend import (
-    CLAIMS_DIR,
-    INT64_MAX,
-    Destination,
-    claim_record,
-    create_if_absent,
-    quiet_rm,
-)
+from export_core.storage.backend import Destination, create_if_absent, quiet_rm
+from export_core.storage.names import CLAIMS_DIR, INT64_MAX, claim_record
 
 
 def claim_version(dest: Destination, start: int | None = None, build_id: str | None = None) -> int:

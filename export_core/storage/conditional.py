@@ -1,6 +1,6 @@
 """Conditional writes: read an object with a token, write it only if the token holds.
 
-The compare-and-swap under the label document (``export_core.labels``), one small
+The compare-and-swap under the label document (``export_core.registry.labels``), one small
 place per backend:
 
 * S3: the ETag from the read; ``put_object`` with ``IfMatch`` (``IfNoneMatch="*"``
@@ -32,7 +32,8 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from export_core.errors import ExportValidationError, StorageError
-from export_core.storage.backend import Destination, is_s3, storage_error
+from export_core.storage.backend import Destination, storage_error
+from export_core.storage.endpoint import is_s3
 
 LOCK_STALE_AFTER = 30.0  # seconds; a writer holds the local lock for milliseconds
 LOCK_WAIT = 10.0

@@ -39,11 +39,11 @@ from export_core.storage.backend import (
     LAST_FILES,
     MANIFEST_FILE,
     Destination,
-    is_s3,
     quiet_rm,
     storage_error,
 )
 from export_core.storage.claims import claim_marker
+from export_core.storage.endpoint import is_s3
 from export_core.storage.multipart import (
     PendingUpload,
     UploadStarted,

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 
-from export_core.storage.backend import host_name, process_alive
+from export_core.storage.names import host_name, process_alive
 
 log = logging.getLogger(__name__)
 

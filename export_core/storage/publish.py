@@ -33,14 +33,12 @@ from export_core.storage.backend import (
     LAST_FILES,
     MANIFEST_FILE,
     Destination,
-    is_staging_name,
-    new_staging_name,
     quiet_rm,
-    staging_owner_gone,
     storage_error,
 )
 from export_core.storage.claims import claim_version, release_claim
 from export_core.storage.direct import DirectStage
+from export_core.storage.names import is_staging_name, new_staging_name, staging_owner_gone
 from export_core.storage.transfer import (
     ProgressFn,
     confirm_landed,

@@ -25,7 +25,7 @@ may work on one base at once. What keeps that safe:
   (this module, ``registry.list_versions``, TensorFlow Serving) sees it as
   incomplete, so a half-removed version is neither served nor counted among the
   ``keep`` newest.
-* A labelled version stays (``labels.json``, see ``export_core.labels``): the
+* A labelled version stays (``labels.json``, see ``export_core.registry.labels``): the
   newest ``keep`` complete versions are kept, labelled or not, and every labelled
   one beyond them too, like ``protect``; a label never makes another version go.
   The labels are read before choosing and again right before each removal, so a
@@ -42,28 +42,24 @@ be running against the same base.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from export_core.errors import ExportValidationError
-from export_core.storage.backend import (
+from export_core.storage.backend import LAST_FILES, MANIFEST_FILE, Destination
+from export_core.storage.direct import abandon
+from export_core.storage.idempotent import entries, read_if_present, remove_if_present
+from export_core.storage.label_file import load_document
+from export_core.storage.names import (
     CLAIMS_DIR,
-    LAST_FILES,
-    MANIFEST_FILE,
     STAGING_PREFIX,
-    Destination,
     claim_created,
     is_staging_name,
     staging_created,
     staging_owner_gone,
-    storage_error,
     version_number,
 )
-from export_core.storage.direct import abandon
 
 # Far longer than a slow export takes from creating its staging folder to
 # removing it (or from claiming a version to writing its manifest).
@@ -138,7 +134,7 @@ def prune_versions(
     if keep < 1:
         raise ExportValidationError(f"keep_versions must be >= 1, got {keep}.")
     cutoff = time.time() - _seconds(older_than)
-    numbers = (version_number(name) for name, _path in _list(dest, dest.path))
+    numbers = (version_number(name) for name, _path in entries(dest, dest.path))
     versions = sorted(v for v in numbers if v is not None)
     complete = [v for v in versions if _is_complete(dest, v, cutoff)]
     # The newest complete version is what TF Serving serves: it always stays.
@@ -154,8 +150,6 @@ def prune_versions(
 
 def _labelled(dest: Destination) -> set[int]:
     """Versions some label points at; none when the base has no ``labels.json``."""
-    from export_core.labels import load_document  # lazily: labels imports this package
-
     return set(load_document(dest).labels.values())
 
 
@@ -189,10 +183,10 @@ def sweep_staging(
     """
     cutoff = time.time() - _seconds(older_than)
     removed = []
-    for name, path in _list(dest, dest.path):
+    for name, path in entries(dest, dest.path):
         if is_staging_name(name):
             if _stale_staging(name, cutoff, sweep_untimed):
-                _remove(dest, path, recursive=True)
+                remove_if_present(dest, path, recursive=True)
                 removed.append(name)
         elif name == CLAIMS_DIR:
             removed += _sweep_claims(dest, path, cutoff, sweep_untimed)
@@ -207,9 +201,9 @@ def sweep_beside(dest: Destination, cutoff: float, untimed: bool = True) -> list
     if not parent or not leaf:
         return []
     removed = []
-    for name, path in _list(dest, parent):
+    for name, path in entries(dest, parent):
         if name.startswith(f".{leaf}{STAGING_PREFIX}") and _stale_staging(name, cutoff, untimed):
-            _remove(dest, path, recursive=True)
+            remove_if_present(dest, path, recursive=True)
             removed.append(f"../{name}")
     return removed
 
@@ -221,15 +215,15 @@ def _stale_staging(name: str, cutoff: float, untimed: bool) -> bool:
 
 def _sweep_claims(dest: Destination, folder: str, cutoff: float, untimed: bool) -> list[str]:
     removed = []
-    for name, path in _list(dest, folder):
-        content = _read(dest, path)
+    for name, path in entries(dest, folder):
+        content = read_if_present(dest, path)
         if content is None:  # the publish finished, or another sweep came first
             continue
         if _abandoned(claim_created(name, content), cutoff, untimed):
             version = version_number(name)
             if version is not None:  # its export died: pending uploads, any half of a version
                 abandon(dest, version)
-            _remove(dest, path)
+            remove_if_present(dest, path)
             removed.append(f"{CLAIMS_DIR}/{name}")
     return removed
 
@@ -239,7 +233,7 @@ def _abandoned(created: float | None, cutoff: float, untimed: bool) -> bool:
 
 
 def _is_complete(dest: Destination, version: int, cutoff: float) -> bool:
-    names = {name for name, _path in _list(dest, dest.join(str(version)))}
+    names = {name for name, _path in entries(dest, dest.join(str(version)))}
     if not names.intersection(LAST_FILES):
         return False
     return MANIFEST_FILE in names or version <= cutoff
@@ -249,8 +243,8 @@ def _remove_version(dest: Destination, version: int) -> None:
     folder = dest.join(str(version))
     # The reverse of publish order (module docstring): incomplete from the first rm on.
     for name in (MANIFEST_FILE, *LAST_FILES):
-        _remove(dest, f"{folder}/{name}")
-    _remove(dest, folder, recursive=True)
+        remove_if_present(dest, f"{folder}/{name}")
+    remove_if_present(dest, folder, recursive=True)
 
 
 def _seconds(older_than: Any) -> float:
@@ -262,52 +256,3 @@ def _seconds(older_than: Any) -> float:
             "e.g. older_than=6 * 3600, or 0 right after every export to the base was stopped."
         )
     return float(older_than)
-
-
-def _list(dest: Destination, path: str) -> list[tuple[str, str]]:
-    """``(name, path)`` of the entries of ``path``; none when it is gone."""
-    dest.fs.invalidate_cache(path)  # other processes write here: never trust a cached listing
-    try:
-        entries = dest.fs.ls(path, detail=False)
-    except FileNotFoundError:
-        return []
-    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
-        raise storage_error(f"Listing '{dest.uri_of(path)}' failed", exc) from exc
-    return [(entry.rstrip("/").rsplit("/", 1)[-1], entry.rstrip("/")) for entry in entries]
-
-
-def _read(dest: Destination, path: str) -> bytes | None:
-    try:
-        return dest.fs.cat_file(path)
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
-        raise storage_error(f"Reading '{dest.uri_of(path)}' failed", exc) from exc
-
-
-def _remove(dest: Destination, path: str, recursive: bool = False) -> None:
-    try:
-        if dest.is_local:
-            _remove_local(path)
-        else:
-            dest.fs.rm(path, recursive=recursive)
-    except FileNotFoundError:
-        return  # another run removed it first: the outcome we wanted
-    except Exception as exc:  # noqa: BLE001 - backends raise their own error types
-        raise storage_error(f"Removing '{dest.uri_of(path)}' failed", exc) from exc
-
-
-def _remove_local(path: str) -> None:
-    if not os.path.isdir(path) or os.path.islink(path):
-        os.remove(path)
-    elif sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=_skip_vanished)
-    else:
-        shutil.rmtree(path, onerror=lambda func, p, info: _skip_vanished(func, p, info[1]))
-
-
-def _skip_vanished(_func: Any, _path: str, exc: BaseException) -> None:
-    # Two runs taking the same tree apart: each skips what the other removed first,
-    # and carries on, so neither stops half-way.
-    if not isinstance(exc, FileNotFoundError):
-        raise exc

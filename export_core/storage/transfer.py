@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from export_core.errors import StorageError, VerificationError
-from export_core.storage.backend import Destination, is_s3, storage_error
+from export_core.storage.backend import Destination, storage_error
+from export_core.storage.endpoint import is_s3
 
 S3_PART_SIZE = 50 * 2**20  # s3fs's default part size, passed explicitly
 HASH_CHUNK = 1 << 20
@@ -99,8 +100,6 @@ def _checksum_match(info: Mapping[str, Any], local: str) -> str | None:
 
 
 def _download_match(dest: Destination, rel: str, local: str, staging: str) -> str:
-    from export_core.manifest import sha256_file
-
     with tempfile.TemporaryDirectory(prefix="keras-export-check-") as tmp:
         copy = os.path.join(tmp, "landed")
         try:
@@ -167,3 +166,12 @@ def _download(dest: Destination, prefix: str, progress: ProgressFn | None = None
         except Exception as exc:  # noqa: BLE001 - backends raise their own error types
             raise storage_error(f"Reading '{dest.child_uri(None)}' failed", exc) from exc
         yield tmp
+
+
+def sha256_file(path: str) -> str:
+    """The sha256 of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
