@@ -43,7 +43,8 @@ setup_lowest() {
   if [ ! -f "$stamp" ]; then
     # One resolve for TensorFlow and the rest, so pip keeps TF 2.19's numpy<2.2 and protobuf<6.
     "$LOWEST_VENV/bin/python" -m pip install -q "$LOWEST_TF" 'keras>=3.15,<4' 'numpy>=1.26' \
-      'fsspec>=2026.9' 's3fs>=2026.9' 'gcsfs>=2026.9' 'pytest>=8' 'pytest-timeout>=2.3'
+      'fsspec>=2026.9' 's3fs>=2026.9' 'gcsfs>=2026.9' 'cryptography>=42' 'pytest>=8' \
+      'pytest-timeout>=2.3'
     rm -f "$LOWEST_VENV"/.installed-* && touch "$stamp"
   fi
 }

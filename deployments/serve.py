@@ -9,7 +9,9 @@ Two deployments, the same as ``deployments/prefect.yaml`` declares for work pool
   hourly by default), export the newest ``.keras`` under the source prefix unless it
   is already the newest published version;
 * ``export-keras-model/on-training-completed`` — when a ``training.run.completed``
-  event arrives, export ``event.payload.model_uri`` to ``event.payload.destination``.
+  event arrives, export ``event.payload.model_uri`` to ``event.payload.destination``,
+  recording ``event.payload.metadata`` (the training metrics
+  ``keras_export.callbacks.ExportCallback`` sends) in the version's lineage.
 
 Every publish emits ``model.version.published`` for other deployments to react to.
 """
@@ -57,7 +59,13 @@ def build_deployments(
         export_keras_model,
         "on-training-completed",
         TRAINING_COMPLETED,
-        {"model": "model_uri", "destination": "destination"},
+        {
+            "model": "event.payload.model_uri",
+            "destination": "event.payload.destination",
+            # What ExportCallback sends (metrics, epoch, metadata): the version's lineage.
+            # Events from other senders may carry none.
+            "metadata": "event.payload.metadata | default({})",
+        },
         block,
         "Export the model a finished training run announces.",
     )
@@ -65,7 +73,11 @@ def build_deployments(
         promote_version,
         "on-evaluation-passed",
         EVALUATION_PASSED,
-        {"base": "base", "version": "version", "label": "label"},
+        {
+            "base": "event.payload.base",
+            "version": "event.payload.version",
+            "label": "event.payload.label",
+        },
         block,
         "Move a label to a version that passed its evaluation.",
     )
@@ -73,8 +85,9 @@ def build_deployments(
 
 
 def _on_event(flow, name: str, event: str, payload: dict, block: dict, description: str):
-    """A deployment run by ``event``; each parameter is taken from the named payload field."""
-    parameters = {k: f"{{{{ event.payload.{field} }}}}" for k, field in payload.items()}
+    """A deployment run by ``event``; each parameter is a Jinja expression over the event
+    (one expression keeps its JSON type: a number stays a number, a dict a dict)."""
+    parameters = {k: f"{{{{ {expression} }}}}" for k, expression in payload.items()}
     return flow.to_deployment(
         name=name,
         triggers=[DeploymentEventTrigger(expect={event}, parameters={**parameters, **block})],

@@ -12,6 +12,7 @@ from typing import Any
 import keras
 
 from export_core.artifacts.lineage import check_metadata
+from export_core.artifacts.signing import load_private_key
 from export_core.errors import ExportValidationError
 from export_core.preflight import check_keep
 from export_core.request import ExportRequest, ExportResult
@@ -101,6 +102,7 @@ def run_export(
     allow_breaking_signature: bool = False,
     warmup: bool = False,
     cast_inputs: bool = False,
+    signing_key: Any = None,
 ) -> ExportResult:
     """``export_saved_model`` returning the full ``ExportResult``.
 
@@ -121,6 +123,9 @@ def run_export(
     ``cast_inputs`` accepts an ``input_signature`` whose dtypes differ from the model's
     inputs: the graphs cast them (the manifest records ``input_casts``); without it such
     a signature is refused, since it changes what clients must send.
+    ``signing_key`` (an Ed25519 private key: a PEM file's path, PEM text or a
+    ``cryptography`` key object) signs the manifest for the published version's number
+    (``export_manifest.sig``, see ``artifacts.signing``); it is checked before any work.
     """
     # Every keyword above is a field of ExportRequest, by the same name.
     options = {k: v for k, v in locals().items() if k not in ("model", "saved_model_path")}
@@ -128,6 +133,9 @@ def run_export(
         raise ExportValidationError(f"verify must be True, False or {FULL!r}, received {verify!r}.")
     storage_options = dict(options.pop("storage_options") or {})
     options.update(keep_versions=check_keep(keep_versions), metadata=check_metadata(metadata))
+    if signing_key is not None:  # a bad key fails here, before anything is built
+        key = load_private_key(signing_key)
+        options["signing_key"] = lambda: key
     request = ExportRequest(
         model=model, destination=saved_model_path, storage=lambda: storage_options, **options
     )

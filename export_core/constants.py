@@ -30,6 +30,8 @@ SHARD_BYTES = 1 << 30
 ASSETS_DIR = "assets"
 MODEL_JSON = "assets/saved_model.json"
 MANIFEST = "export_manifest.json"
+# The manifest's Ed25519 signature, bound to the version number (artifacts/signing.py).
+SIGNATURE = "export_manifest.sig"
 # Verification's inputs and the model's outputs on them (see golden.py).
 GOLDEN = "golden.npz"
 

@@ -37,6 +37,8 @@ class ExportRequest:
     warmup: bool = False
     cast_inputs: bool = False
     run_lineage: Mapping[str, Any] | None = None  # who ran it (the flow run, its deployment)
+    # The key that signs the version: resolved by publish only (a Prefect Secret loads there).
+    signing_key: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from fsspec.implementations.local import LocalFileSystem
+
 from export_core import constants as c
 from export_core import storage
+from export_core.artifacts import signing
 from export_core.errors import ExportValidationError, VerificationError
+from export_core.registry.signed import check_signed_folder
 from export_core.registry.versions import require_folder, require_saved_model
 
 
@@ -50,18 +54,28 @@ def verify_saved_model(
     storage_options: Mapping[str, Any] | None = None,
     progress=None,
     full: bool = False,
+    public_key: Any = None,
 ) -> dict[str, Any]:
     """Re-checks a published version: manifest hashes, TF's loaders, optional parity.
 
     ``full`` loads every MetaGraph with both loaders (see ``export_core.steps.verify``).
+    ``public_key`` (a PEM file's path, PEM text, or a ``cryptography`` Ed25519 public key)
+    also requires the version to be signed by its private key, for this version number
+    (``artifacts.signing``).
 
     Raises:
+        ExportValidationError: ``public_key`` is not an Ed25519 public key.
         VerificationError: Files differ from the manifest, a MetaGraph does not load,
-            or predictions differ from ``model``.
+            predictions differ from ``model``, or the signature is missing or wrong.
     """
+    key = signing.load_public_key(public_key) if public_key is not None else None
     require_folder(path, storage_options)
     with storage.local_copy(path, storage_options, progress) as local:
         require_saved_model(local, path)
+        signed = None
+        if key is not None:  # the signature, then every file's bytes: before TensorFlow loads
+            where, number = path, signing.folder_version(path)
+            signed = check_signed_folder(LocalFileSystem(), local, where, number, key)
         from export_core.artifacts import manifest as mf  # TensorFlow: only now
         from export_core.artifacts.saved_model import describe_saved_model
         from export_core.steps.verify import inputs_from_saved_model, verify_reload
@@ -71,7 +85,8 @@ def verify_saved_model(
         if os.path.exists(manifest_path):
             with open(manifest_path, encoding="utf-8") as handle:
                 manifest = mf.Manifest.from_dict(json.load(handle))
-            mf.check_files(local, manifest)
+            if signed is None:  # else already checked against the signed manifest
+                mf.check_files(local, manifest)
         try:
             description = describe_saved_model(local)
         except ExportValidationError as exc:  # a corrupt proto: what verify is there to find
@@ -94,4 +109,5 @@ def verify_saved_model(
         "modes": list(modes),
         "parity": parity.to_dict(),
         "compared_with": reference,
+        "signature": signed,
     }

@@ -20,8 +20,9 @@
 7. **stage ∥ verify-reload**: the upload to staging runs on the side (a thread, or a
    Prefect task future) while verification loads the build with TensorFlow's
    loaders and checks train and eval against Keras; either failing discards both.
-8. **publish**: claim the version, make it visible (``saved_model.pb`` after the
-   rest, the manifest last), then retention.
+8. **publish**: claim the version, sign its manifest for that number when given a
+   key, make it visible (``saved_model.pb`` after the rest, the manifest last), then
+   retention.
 
 Whatever happens, the local build and anything staged are removed at the end.
 
@@ -168,7 +169,11 @@ class _Export:
 
     def build(self) -> None:
         """clone-per-mode → trace → write-checkpoint → write-proto, one clone at a time."""
-        dest = storage.Destination.parse(self.plan.destination)  # no network, no secrets
+        # Only a local destination's path matters here (a remote one builds in a private
+        # temp folder): a remote filesystem is not made, so no credentials are looked up
+        # (gcsfs without options probes the GCE metadata server for ~15 s off GCE).
+        local = storage.is_local_uri(self.plan.destination)
+        dest = storage.Destination.parse(self.plan.destination) if local else None
         builder = ModeBuilder(self.request.model, self.plan, self.request.custom_objects)
         for group in builder.groups():
             self.step("clone-per-mode", lambda g=group: builder.clone_for(g))
@@ -236,6 +241,7 @@ class _Export:
             return publish.publish_version(
                 self.build_dir, self.staging, self.with_storage(), self.draft, self.parity,
                 r.keep_versions, self.build_id, self.runner.attempt() > 1, self.lineage,
+                r.signing_key,
             )  # fmt: skip
 
         self.outcome = self.step("publish", make_visible)

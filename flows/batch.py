@@ -12,6 +12,7 @@ from export_core import run_export
 from export_core.model import source_file
 from keras_export.credentials import StorageAccess, storage_access
 from keras_export.flows.export import model_flow, warn_about_secrets
+from keras_export.signing_key import signing_key_source
 
 
 @task(name="export-one", cache_policy=NO_CACHE)
@@ -20,6 +21,7 @@ def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) 
     spec = dict(spec)
     objects = source_file.resolve_custom_objects(spec.pop("custom_objects", None))
     options, source_options = access.storage_options(), source_access.storage_options()
+    signer = signing_key_source(spec.pop("signing_key", None))  # a Secret block, by name
     uri = spec.pop("model")
     model, source = source_file.load_keras_source_with_info(uri, objects, source_options)
     from prefect.runtime import task_run
@@ -35,6 +37,7 @@ def export_one(spec: dict, access: StorageAccess, source_access: StorageAccess) 
         ),
         source=source,
         storage_options=options,
+        signing_key=signer() if signer else None,
         **spec,
     )
     return {

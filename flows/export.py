@@ -25,8 +25,9 @@ from keras_export.credentials import (
     secret_keys,
     storage_access,
 )
+from keras_export.signing_key import signing_key_source
 from keras_export.tasks import steps
-from keras_export.tasks.announce import announce
+from keras_export.tasks.announce import announce, record_asset
 
 
 class ModelParameterFlow(Flow):
@@ -74,6 +75,7 @@ def export_keras_model(
     allow_breaking_signature: bool = False,
     warmup: bool = False,
     cast_inputs: bool = False,
+    signing_key: Any = None,
 ) -> dict:
     """Exports a Keras model as a verified SavedModel version under ``destination``.
 
@@ -104,6 +106,9 @@ def export_keras_model(
         warmup: Write TF Serving's ``assets.extra/tf_serving_warmup_requests``.
         cast_inputs: Accept an ``input_signature`` whose dtypes differ from the
             model's; the graphs cast them (recorded in the manifest).
+        signing_key: Sign the version: a Prefect ``Secret`` block's name holding an
+            Ed25519 private key's PEM (``"secret/model-signing-key"``) or a key file's
+            path; see ``keras_export.signing_key``. Checked before any work.
 
     Returns:
         ``published`` (True), ``path``, ``version``, ``modes``, ``tags``,
@@ -120,6 +125,7 @@ def export_keras_model(
         storage_access(source_credentials, storage_options) if source_credentials else access
     )
     warn_about_secrets(logger, storage_options)
+    signer = signing_key_source(signing_key)  # a bad key fails here, before any work
     uri = model if isinstance(model, str) else None
     loaded, source, samples = steps.load_source(uri, objects, source_access, sample_inputs)
     if uri is None:
@@ -145,12 +151,25 @@ def export_keras_model(
         warmup=warmup,
         cast_inputs=cast_inputs,
         run_lineage=prefect_lineage(),
+        signing_key=signer,
     )
     exported = run_steps(request, steps.PrefectRunner(access))
     logger.info("Published %s (modes %s)", exported.path, ", ".join(exported.modes))
     result = result_dict(exported)
-    result["warnings"] += announce(result, source)
+    result["warnings"] += announce(result, source, destination)
+    result["warnings"] += record_published_asset(result, source, destination, logger)
     return result
+
+
+def record_published_asset(result: dict, source: dict, base: str, logger: Any) -> list[str]:
+    """The asset materialization (``tasks.announce.record_asset``); as for the artifact,
+    a failure here is a warning, never a failed export of a version already visible."""
+    try:
+        return record_asset(result, source, base)
+    except Exception as exc:  # noqa: BLE001 - the version is published either way
+        warning = f"Version {result['version']} is published, but its asset record failed: {exc}"
+        logger.warning("%s", warning)
+        return [warning]
 
 
 def result_dict(exported: ExportResult) -> dict:

@@ -13,7 +13,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
+from export_core.errors import ExportValidationError
 from export_core.registry import labels
+from export_core.registry.signed import require_signed as require_signed_versions
 from keras_export.credentials import StorageAccess, storage_access
 from keras_export.flows.export import model_flow, warn_about_secrets
 
@@ -24,13 +26,24 @@ PROMOTED_EVENT = "keras.model.promoted"
 # between writers are retried inside (compare-and-swap).
 @task(name="move-label", cache_policy=NO_CACHE)
 def move_label(
-    base: str, label: str, version: int | None, access: StorageAccess, actor: str
+    base: str,
+    label: str,
+    version: int | None,
+    access: StorageAccess,
+    actor: str,
+    public_key: str | None = None,
 ) -> dict[str, Any]:
     """Promotes (``version`` given) or rolls back (``None``); compare-and-swap inside.
 
     ``previous`` is what this move replaced; ``changed`` is False (and nothing was
-    recorded) when the label already pointed there."""
+    recorded) when the label already pointed there. With ``public_key`` the version
+    the label would move to must be signed by that key (else nothing moves)."""
     options = access.storage_options()
+    if public_key is not None:
+        target = labels.read_labels(base, options).rollback_target(label)
+        if version is not None or target is not None:  # else rollback reports it
+            chosen = target if version is None else int(version)
+            require_signed_versions(base, [chosen], public_key, options)
     if version is None:
         change = labels.rollback(base, label, options, actor=actor)
     else:
@@ -51,8 +64,14 @@ def promote_version(
     version: int | None = None,
     credentials: Any = None,
     storage_options: dict | None = None,
+    require_signed: bool = False,
+    public_key: str | None = None,
 ) -> dict[str, Any]:
     """Moves ``label`` under ``base`` to ``version``; without a version, rolls it back.
+
+    ``require_signed`` (with ``public_key``: PEM text or a file's path; a key alone
+    implies it) refuses, with a ``VerificationError`` and nothing moved, a version not
+    signed by that key for its own number or whose files differ from its signed manifest.
 
     Returns:
         ``{"base", "label", "previous", "version", "changed"}``; the label's history
@@ -64,7 +83,13 @@ def promote_version(
     from prefect.runtime import flow_run
 
     actor = f"prefect flow run {flow_run.id}"
-    moved = move_label(base, label, version, storage_access(credentials, storage_options), actor)
+    if require_signed and not public_key:
+        raise ExportValidationError(
+            "require_signed needs public_key: the PEM (or its file's path) of the public key "
+            "of the exporter's signing key."
+        )
+    access = storage_access(credentials, storage_options)
+    moved = move_label(base, label, version, access, actor, public_key or None)
     if not moved["changed"]:
         logger.info("Label %s of %s already points at %s", label, base, moved["version"])
         return moved  # nothing moved: no event

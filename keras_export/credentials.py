@@ -88,7 +88,8 @@ def storage_access(credentials: Any, storage_options: Mapping[str, Any] | None) 
 
 
 def record_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    """A flow's parameters as Prefect may store them: blocks by name, secrets redacted."""
+    """A flow's parameters as Prefect may store them: blocks by name, secrets redacted
+    (a signing key too)."""
     recorded = dict(parameters)
     for name in ("credentials", "source_credentials"):
         value = recorded.get(name)
@@ -100,6 +101,10 @@ def record_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
             recorded[name] = f"{slug}/{saved}" if saved else f"<unsaved {type(value).__name__}>"
     if isinstance(recorded.get("storage_options"), Mapping):
         recorded["storage_options"] = redact(recorded["storage_options"])
+    if "signing_key" in recorded:  # a Secret block's name or a file's path, never a key
+        from keras_export.signing_key import recorded as recorded_key
+
+        recorded["signing_key"] = recorded_key(recorded["signing_key"])
     if isinstance(recorded.get("exports"), list):
         recorded["exports"] = [
             record_parameters(e) if isinstance(e, dict) else e for e in recorded["exports"]

@@ -61,6 +61,45 @@ def tripwire(tmp_path_factory):
     return str(root)
 
 
+@pytest.fixture(scope="session")
+def torch_python() -> str:
+    """A Python with this venv's packages plus PyTorch, made once and kept in the venv.
+
+    PyTorch is there only to give Keras another backend (to start with, to train on);
+    it is not a dependency. This kind of machine keeps a CPU wheel of it on disk. Test
+    workers share the one environment: the first makes it under a lock.
+    """
+    import fcntl
+    import glob
+    import subprocess
+    import sys
+    import sysconfig
+
+    side = os.path.join(sys.prefix, "side-torch")
+    python = os.path.join(side, "bin", "python")
+    with open(f"{side}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(side, ".ready")):
+            subprocess.run([sys.executable, "-m", "venv", "--clear", side], check=True, timeout=300)
+            purelib = sysconfig.get_paths()["purelib"]
+            site_packages = subprocess.run(
+                [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            with open(os.path.join(site_packages, "_parent_venv.pth"), "w") as handle:
+                handle.write(f"import site; site.addsitedir({purelib!r})\n")
+            wheels = sorted(glob.glob("/opt/wheels/torch-*cpu*.whl"))
+            subprocess.run(
+                [python, "-m", "pip", "install", "-q", wheels[-1] if wheels else "torch"],
+                check=True,
+                timeout=1800,
+            )
+            open(os.path.join(side, ".ready"), "w").close()
+    return python
+
+
 @pytest.fixture(scope="module")
 def prefect_api():
     """Prefect's test API, one per test module that asks for it."""

@@ -231,6 +231,20 @@ class FaultyProxy:
         self._listener.close()
 
 
+class SlowProxy(FaultyProxy):
+    """A proxy that holds each chunk a client sends for ``delay`` seconds: an upload of
+    N bytes takes at least N / 64 KiB * delay, however idle or busy the machine is."""
+
+    def __init__(self, target_port: int, delay: float = 0.004) -> None:
+        super().__init__(target_port)
+        self.delay = delay
+
+    def _sent(self):
+        import time
+
+        return lambda data: time.sleep(self.delay)
+
+
 class RecordingProxy(FaultyProxy):
     """A proxy that records every request line clients send, the bytes they send, the
     server-side copies they ask for, and the bytes servers return.

@@ -70,7 +70,7 @@ def build_manifest(
     files = {
         rel: {"size": size, "sha256": sha256_file(os.path.join(folder, rel))}
         for rel, size in description["files"].items()
-        if rel != MANIFEST
+        if rel not in (MANIFEST, c.SIGNATURE)
     }
     return Manifest(
         files=files,
@@ -94,12 +94,13 @@ def write_manifest(folder: str, manifest: Manifest) -> str:
 
 
 def check_files(folder: str, manifest: Manifest) -> None:
-    """Raises ``VerificationError`` unless ``folder`` holds exactly the listed files."""
+    """Raises ``VerificationError`` unless ``folder`` holds exactly the listed files (and
+    the manifest and its signature, which cannot list themselves)."""
     present = {
         os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
         for root, _dirs, names in os.walk(folder)
         for name in names
-    } - {MANIFEST}
+    } - {MANIFEST, c.SIGNATURE}
     missing = sorted(set(manifest.files) - present)
     unexpected = sorted(present - set(manifest.files))
     if missing or unexpected:

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from export_core import storage
 from export_core.errors import CustomObjectError, ExportValidationError, StorageError
+from export_core.model.backends import portable_objects
 from export_core.preflight import check_archive
 
 
@@ -122,8 +123,11 @@ def load_keras_source_with_info(
             raise ExportValidationError(f"Model source {uri} does not exist.")
         check_archive(uri, local)  # a truncated or foreign file: say so, as the CLI does
         info = {"uri": uri, "sha256": _sha256_of(open, local), "fingerprint": stored}
+        # A model trained under JAX or torch: its backend's own classes load as the
+        # portable ones; the user's own custom objects win over these.
+        objects = {**portable_objects(local, uri), **dict(custom_objects or {})}
         try:
-            model = keras.saving.load_model(local, custom_objects=dict(custom_objects or {}))
+            model = keras.saving.load_model(local, custom_objects=objects)
         except Exception as exc:
             raise ExportValidationError(
                 f"Model source {uri} could not be loaded as a Keras model ({exc}). Is it a "

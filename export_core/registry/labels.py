@@ -13,6 +13,10 @@ place that knows backends: S3 ``If-Match: <ETag>`` (``If-None-Match: *`` to crea
 file (``labels.json.lock``) around a compare and an ``os.replace``, memory:// a process
 lock. Each event has an ``id``, so a write whose answer was lost and that a client
 retried is recognised on the next round and never recorded twice.
+
+Each label remembers its last ``ROLLBACK_DEPTH`` previous holders (its rollback targets,
+which retention keeps) and the document its newest ``HISTORY_LIMIT`` events; see
+``export_core.storage.label_file``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from export_core.errors import ExportError, ExportValidationError, StorageError
 from export_core.storage.backend import LAST_FILES, MANIFEST_FILE, Destination, storage_error
 from export_core.storage.conditional import read_with_token, write_if_unchanged, writer_for
 from export_core.storage.label_file import (  # noqa: F401 - part of this API
+    HISTORY_LIMIT,
     LABELS_FILE,
+    ROLLBACK_DEPTH,
     LabelDocument,
     LabelEvent,
     load_document,
@@ -132,10 +138,15 @@ def rollback(
     def change(doc: LabelDocument) -> LabelEvent | None:
         current, target = doc.labels.get(label), doc.rollback_target(label)
         if target is None:
-            state = "is not set" if current is None else f"has had no holder before {current}"
+            state = "is not set"
+            if current is not None:
+                state = (
+                    f"has had no holder before {current} that it can return to (a label "
+                    f"remembers its last {ROLLBACK_DEPTH} previous holders)"
+                )
             raise ExportValidationError(
-                f"Cannot roll back '{label}' of {base}: it {state} in the label history. "
-                "Point it at a version explicitly: keras-export label BASE LABEL VERSION."
+                f"Cannot roll back '{label}' of {base}: it {state}. Point it at a version "
+                "explicitly: keras-export label BASE LABEL VERSION."
             )
         require_complete(dest, target)
         return LabelEvent(label, target, current, _now(), by, "rollback", event_id)
@@ -168,7 +179,10 @@ def _apply(
     """Records the event ``event_for`` makes of the document (None: nothing to do), by
     compare-and-swap; reports what this call did. An event already in the document
     (a write whose answer was lost, then retried) is this call's and is not added
-    again."""
+    again. ``with_event`` trims the history to its newest ``HISTORY_LIMIT`` events,
+    which cannot drop this call's event before its retry looks for it: the retry reads
+    the document right after the lost answer, and only that many later writes by
+    others in between could push the event out."""
     done: dict[str, Any] = {}
 
     def change(doc: LabelDocument) -> LabelDocument | None:

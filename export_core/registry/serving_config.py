@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from export_core.artifacts.signing import load_public_key
 from export_core.errors import ExportValidationError
 from export_core.registry.labels import is_complete, load_document
+from export_core.registry.signed import check_signed_version
 from export_core.storage.backend import Destination, storage_error
 
 PLATFORM = "tensorflow"
@@ -26,6 +28,7 @@ def serving_config(
     storage_options: Mapping[str, Any] | None = None,
     latest: int = 2,
     names: Sequence[str] | None = None,
+    public_key: Any = None,
 ) -> str:
     """A ``model_config_list`` text proto serving ``bases``, labels included.
 
@@ -34,6 +37,8 @@ def serving_config(
         storage_options: fsspec options for every base.
         latest: How many of the newest complete versions to serve besides the labelled.
         names: Model names, one per base (default: each base's last path component).
+        public_key: When given, every version served must be signed by this key's
+            private key, files intact (``registry.signed``); else nothing is printed.
 
     Returns:
         The text for ``tensorflow_model_server --model_config_file=...``.
@@ -42,12 +47,16 @@ def serving_config(
         ExportValidationError: Bad arguments, duplicate names, a base with nothing to
             serve, or a label pointing at a version that is no longer complete.
         StorageError: A store could not be read.
+        VerificationError: With ``public_key``, a served version is not signed by it.
     """
+    key = load_public_key(public_key) if public_key is not None else None
     if isinstance(latest, bool) or not isinstance(latest, int) or latest < 0:
         raise ExportValidationError(f"latest must be an integer >= 0, received {latest!r}.")
     dests = [Destination.parse(base, storage_options) for base in bases]
     chosen = _model_names(dests, names)
-    blocks = [_model_block(name, dest, latest) for name, dest in zip(chosen, dests, strict=True)]
+    blocks = [
+        _model_block(name, dest, latest, key) for name, dest in zip(chosen, dests, strict=True)
+    ]
     return "model_config_list {\n" + "".join(blocks) + "}\n"
 
 
@@ -110,8 +119,10 @@ def _model_names(dests: list[Destination], names: Sequence[str] | None) -> list[
     return names
 
 
-def _model_block(name: str, dest: Destination, latest: int) -> str:
+def _model_block(name: str, dest: Destination, latest: int, key: Any = None) -> str:
     versions, labels = served_versions(dest, latest)
+    for version in versions if key is not None else ():
+        check_signed_version(dest, version, key)
     base_path = dest.path if dest.is_local else dest.uri.rstrip("/")
     lines = [
         "  config {",

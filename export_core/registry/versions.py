@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from export_core import constants as c
 from export_core import storage
 from export_core.errors import ExportValidationError, VerificationError
+from export_core.registry.where import matches_all, parse_conditions
+from export_core.storage.label_file import load_document
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class VersionInfo:
     Attributes:
         complete: It holds ``saved_model.pb`` (what TensorFlow Serving looks for).
         verified: It holds a manifest recording a passed verification.
+        kept_because: Why retention keeps it (``export_core.storage.kept``: "newest",
+            "label:stable", "rollback:stable"...); empty when ``gc`` would remove it.
     """
 
     version: int
@@ -34,33 +38,54 @@ class VersionInfo:
     source_sha256: str | None = None
     labels: tuple[str, ...] = ()
     metadata: Mapping[str, Any] | None = None
+    kept_because: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["labels"] = list(self.labels)
+        data["kept_because"] = list(self.kept_because)
         return data
 
 
 def list_versions(
-    base: str, storage_options: Mapping[str, Any] | None = None, *, missing_ok: bool = False
+    base: str,
+    storage_options: Mapping[str, Any] | None = None,
+    *,
+    missing_ok: bool = False,
+    keep: int | None = None,
+    where: Iterable[str] | None = None,
 ) -> list[VersionInfo]:
-    """Every integer version under ``base``, oldest first, with its status.
+    """Every integer version under ``base``, oldest first, with its status and why
+    retention keeps it: the same answer ``gc`` acts on (``storage.retention_plan``).
+
+    Args:
+        keep: Also mark the newest ``keep`` complete versions, as ``gc --keep`` would
+            keep them (without it, a version with no reason is one ``gc --keep 1``
+            would remove).
+        where: Conditions on the recorded metadata that every listed version meets,
+            e.g. ``["metadata.auc>=0.9"]`` (``export_core.registry.where``).
 
     Raises:
         ExportValidationError: ``base`` is not a base of versions (see ``require_base``);
-            a base that does not exist yet is an empty list with ``missing_ok``.
+            a base that does not exist yet is an empty list with ``missing_ok``. A
+            malformed ``where`` condition, or ``keep`` < 1.
     """
+    conditions = parse_conditions(where)  # a malformed one fails before the store is asked
     dest = storage.Destination.parse(base, storage_options)
     dest.check_reachable()
     if missing_ok and not dest.fs.exists(dest.path):
         return []
     require_base(dest, base)
-    holders = _label_holders(base, storage_options)
+    document = load_document(dest)
+    plan = storage.retention_plan(dest, keep, document=document)
     infos = []
-    for version in dest.versions():
+    for version, kept in plan.items():
         folder = dest.join(str(version))
         complete = any(dest.fs.exists(f"{folder}/{name}") for name in storage.LAST_FILES)
         manifest = _read_manifest(dest, folder)
+        metadata = ((manifest or {}).get("lineage") or {}).get("metadata")
+        if not matches_all(metadata, conditions):
+            continue
         infos.append(
             VersionInfo(
                 version=version,
@@ -69,8 +94,9 @@ def list_versions(
                 verified=bool(manifest and manifest.get("parity")),
                 created=(manifest or {}).get("created"),
                 source_sha256=((manifest or {}).get("source") or {}).get("sha256"),
-                labels=tuple(sorted(holders.get(version, ()))),
-                metadata=((manifest or {}).get("lineage") or {}).get("metadata"),
+                labels=document.labels_of(version),
+                metadata=metadata,
+                kept_because=kept,
             )
         )
     return infos
@@ -96,16 +122,6 @@ def newest_manifest_source(
         manifest = _read_manifest(dest, folder)
         return dict((manifest or {}).get("source") or {}) or None
     return None
-
-
-def _label_holders(base: str, storage_options: Mapping[str, Any] | None) -> dict[int, list[str]]:
-    """Version -> the labels it holds (none when the base has no label document)."""
-    from export_core.registry import labels
-
-    holders: dict[int, list[str]] = {}
-    for label, version in labels.read_labels(base, storage_options).labels.items():
-        holders.setdefault(int(version), []).append(label)
-    return holders
 
 
 def require_base(dest: storage.Destination, base: str) -> None:

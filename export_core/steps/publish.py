@@ -22,6 +22,7 @@ import keras
 from export_core import constants as c
 from export_core import storage
 from export_core.artifacts import manifest as mf
+from export_core.artifacts import signing
 from export_core.errors import ExportError
 from export_core.steps import training_check
 from export_core.steps.golden import reference_for
@@ -177,8 +178,13 @@ def publish_version(
     build_id: str | None = None,
     retried: bool = False,
     lineage: Mapping[str, Any] | None = None,
+    signing_key: Callable[[], Any] | None = None,
 ) -> Outcome:
     """Writes the final manifest, makes the version visible, prunes old versions.
+
+    ``signing_key()`` (resolved only now: a Prefect Secret is loaded here) gives the key
+    that signs the manifest for the version's number once it is claimed; the manifest
+    records the key's fingerprint as ``signed_by`` (see ``artifacts.signing``).
 
     ``build_id`` names this export (stable across retries of one Prefect run); it is
     recorded in the claim and the manifest. A retried publish (``retried``, e.g. a
@@ -197,9 +203,13 @@ def publish_version(
         extra["input_casts"] = plan.inputs.cast_record()
     if lineage is not None:
         extra["lineage"] = dict(lineage)
+    key = signing.load_private_key(signing_key()) if signing_key is not None else None
+    if key is not None:
+        extra["signed_by"] = signing.fingerprint(key)
     final = dataclasses.replace(draft, parity=parity.to_dict() if parity else None, extra=extra)
     mf.write_manifest(build_dir, final)
-    published = storage.publish(build_dir, dest, plan.timestamped, staging, build_id)
+    seal = _sealer(key, None if plan.timestamped else signing.folder_version(dest.path))
+    published = storage.publish(build_dir, dest, plan.timestamped, staging, build_id, seal)
     pruned: list[int] = []
     warnings: list[str] = []
     if keep_versions and plan.timestamped:
@@ -210,6 +220,18 @@ def publish_version(
                 f"Version {published.version} is published, but retention failed: {exc}"
             )
     return Outcome(published, pruned, tuple(warnings), manifest=final)
+
+
+def _sealer(key: Any, fixed_version: int | None) -> storage.Seal | None:
+    """Signs the build's manifest for the version being published; with
+    ``timestamped=False`` for the number the target folder's name stands for, if any."""
+    if key is None:
+        return None
+
+    def seal(folder: str, version: int | None) -> None:
+        signing.write_signature(folder, fixed_version if version is None else version, key)
+
+    return seal
 
 
 def find_published_build(dest: storage.Destination, build_id: str) -> int | None:

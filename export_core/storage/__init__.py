@@ -11,7 +11,8 @@ package keeps the import path of the former ``storage.py``; by concern:
 * ``direct``: on S3, uploading a build into its claimed version, completed only
   once verified;
 * ``retention``: pruning old versions, sweeping abandoned staging and claims,
-  safe with any number of concurrent writers and retention runs.
+  safe with any number of concurrent writers and retention runs;
+* ``kept``: why retention keeps each version (newest, labelled, a rollback target...).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from export_core.storage.backend import (
     BACKEND_HINTS,
     LAST_FILES,
     MANIFEST_FILE,
+    SIGNATURE_FILE,
     Destination,
     create_if_absent,
+    is_local_uri,
     storage_error,
 )
 from export_core.storage.claims import claim_version
@@ -36,6 +39,7 @@ from export_core.storage.names import (
 )
 from export_core.storage.publish import (
     Published,
+    Seal,
     Staged,
     cleanup,
     cleanup_staging,
@@ -51,6 +55,7 @@ from export_core.storage.retention import (
     Collected,
     collect_garbage,
     prune_versions,
+    retention_plan,
     sweep_staging,
 )
 from export_core.storage.transfer import (
@@ -73,12 +78,14 @@ __all__ = [
     "LAST_FILES",
     "MANIFEST_FILE",
     "S3_PART_SIZE",
+    "SIGNATURE_FILE",
     "STAGING_PREFIX",
     "STALE_AFTER",
     "Collected",
     "Destination",
     "ProgressFn",
     "Published",
+    "Seal",
     "Staged",
     "claim_created",
     "claim_record",
@@ -90,6 +97,7 @@ __all__ = [
     "confirm_landed",
     "create_if_absent",
     "local_copy",
+    "is_local_uri",
     "new_build_dir",
     "new_staging_name",
     "ordered_files",
@@ -98,6 +106,7 @@ __all__ = [
     "publish",
     "put_file",
     "remove_build_dir",
+    "retention_plan",
     "s3_etag",
     "safe_message",
     "stage",

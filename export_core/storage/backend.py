@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # after it: TF Serving takes the proto's presence as "complete".
 LAST_FILES = (c.SAVED_MODEL_PB, c.SAVED_MODEL_PBTXT)
 MANIFEST_FILE = c.MANIFEST
+# Signs the manifest (and so every file) for the version's number: written once the
+# number is claimed, before saved_model.pb (artifacts/signing.py).
+SIGNATURE_FILE = c.SIGNATURE
 
 BACKEND_HINTS = {
     "s3": "pip install s3fs",
@@ -42,6 +45,12 @@ BACKEND_HINTS = {
     "abfs": "pip install adlfs",
     "az": "pip install adlfs",
 }
+
+
+def is_local_uri(uri: Any) -> bool:
+    """Whether ``uri`` names local disk (a path or ``file://``), without making a filesystem."""
+    protocol, _ = fsspec.core.split_protocol(path_or_uri(uri))
+    return protocol in (None, "file", "local")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@
   last for the same reason), and the manifest after it, so that retention can
   take the manifest's presence as "this publish is over".
 
+The signature binds the manifest to the version number, so ``publish`` has a ``seal``
+write it once the number is claimed; it goes up after the rest, before ``saved_model.pb``.
+
 Staging names and claim markers (``claims``) record their creation time
 (``backend``), which is how ``retention`` tells an abandoned one from one a live
 export still uses.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +36,7 @@ from export_core.storage import direct, local_builds
 from export_core.storage.backend import (
     LAST_FILES,
     MANIFEST_FILE,
+    SIGNATURE_FILE,
     Destination,
     quiet_rm,
     storage_error,
@@ -47,6 +52,8 @@ from export_core.storage.transfer import (
 )
 
 Staged = str | DirectStage  # a staging prefix, or uploads pending in a claimed version
+Seal = Callable[[str, int | None], None]  # (build folder, version or None): the signature
+AFTER_STAGING = (SIGNATURE_FILE, MANIFEST_FILE)  # written after verification: not staged
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class Published:
     version: int | None
 
 
-def new_build_dir(dest: Destination, timestamped: bool) -> str:
+def new_build_dir(dest: Destination | None, timestamped: bool) -> str:
     """A private local folder to build the SavedModel in.
 
     For local destinations it sits beside the final folder (same filesystem, so the
@@ -68,7 +75,7 @@ def new_build_dir(dest: Destination, timestamped: bool) -> str:
     Raises:
         StorageError: The staging folder could not be created.
     """
-    if not dest.is_local:
+    if dest is None or not dest.is_local:  # None: a remote destination
         return local_builds.new_build_dir()  # and removes those of killed exports
     parent = dest.path if timestamped else os.path.dirname(os.path.abspath(dest.path))
     _remove_orphaned_staging(parent)
@@ -101,12 +108,14 @@ def remove_build_dir(build_dir: str) -> None:
 
 
 def ordered_files(build_dir: str) -> list[str]:
-    """Relative paths of the build: ``saved_model.pb`` after the rest, the manifest last."""
+    """Relative paths of the build: the rest, the signature, ``saved_model.pb``, the manifest."""
     files = []
     for root, _dirs, names in os.walk(build_dir):
         for name in names:
             files.append(os.path.relpath(os.path.join(root, name), build_dir).replace(os.sep, "/"))
-    return sorted(files, key=lambda f: (f == MANIFEST_FILE, f in LAST_FILES, f))
+    return sorted(
+        files, key=lambda f: (f == MANIFEST_FILE, f in LAST_FILES, f == SIGNATURE_FILE, f)
+    )
 
 
 def stage(
@@ -182,23 +191,27 @@ def publish(
     timestamped: bool,
     staging: Staged | None = None,
     build_id: str | None = None,
+    seal: Seal | None = None,
 ) -> Published:
     """Makes a finished, verified build visible at the destination.
 
     The manifest (if the build has one) is the last file to appear. ``build_id`` is
-    recorded in the claim marker (object stores), as in the manifest.
+    recorded in the claim marker (object stores), as in the manifest. ``seal(build_dir,
+    version)`` runs once the version is claimed, before anything of it is visible.
 
     Raises:
         VersionExistsError: ``timestamped=False`` and the folder filled up meanwhile.
         StorageError: The destination could not be written; nothing is left visible.
     """
+    seal = seal or (lambda folder, version: None)
     if dest.is_local:
-        return _publish_local(build_dir, dest, timestamped)
+        return _publish_local(build_dir, dest, timestamped, seal)
     if staging is None:
         staging = stage(build_dir, dest, timestamped, build_id=build_id)
     if isinstance(staging, DirectStage):
+        seal(build_dir, staging.version)  # a failure keeps the claim for cleanup or a retry
         return _publish_direct(build_dir, dest, staging)
-    return _publish_remote(build_dir, dest, timestamped, staging, build_id)
+    return _publish_remote(build_dir, dest, timestamped, staging, build_id, seal)
 
 
 def cleanup(build_dir: str, dest: Destination, staging: Staged | None) -> None:
@@ -217,8 +230,9 @@ def cleanup_staging(dest: Destination, staging: Staged) -> None:
         quiet_rm(dest.fs, [staging], recursive=True)
 
 
-def _publish_local(build_dir: str, dest: Destination, timestamped: bool) -> Published:
+def _publish_local(build_dir: str, dest: Destination, timestamped: bool, seal: Seal) -> Published:
     if not timestamped:
+        seal(build_dir, None)
         try:
             os.rename(build_dir, dest.path)  # replaces a missing or empty folder only
         except OSError as exc:
@@ -229,17 +243,24 @@ def _publish_local(build_dir: str, dest: Destination, timestamped: bool) -> Publ
     version = claim_version(dest)
     target = dest.join(str(version))
     try:
+        seal(build_dir, version)
         os.rename(build_dir, target)  # onto the empty folder we claimed: atomic
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(target, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
         raise StorageError(f"Cannot move the export into '{target}': {exc}") from exc
     return Published(target, version)
 
 
 def _publish_remote(
-    build_dir: str, dest: Destination, timestamped: bool, staging: str, build_id: str | None
+    build_dir: str,
+    dest: Destination,
+    timestamped: bool,
+    staging: str,
+    build_id: str | None,
+    seal: Seal,
 ) -> Published:
-    files = ordered_files(build_dir)
     version = None
     written: list[str] = []
     try:
@@ -249,8 +270,9 @@ def _publish_remote(
         else:
             dest.require_empty()
             target = dest.path
-        for f in files:  # everything, then saved_model.pb, then the manifest
-            if f == MANIFEST_FILE:  # written after verification: not in staging
+        seal(build_dir, version)
+        for f in ordered_files(build_dir):  # the rest, saved_model.pb, then the manifest
+            if f in AFTER_STAGING:
                 dest.fs.put_file(os.path.join(build_dir, f), f"{target}/{f}")
             else:
                 dest.fs.copy(f"{staging}/{f}", f"{target}/{f}")

@@ -27,7 +27,10 @@ may work on one base at once. What keeps that safe:
   ``keep`` newest.
 * A labelled version stays (``labels.json``, see ``export_core.registry.labels``): the
   newest ``keep`` complete versions are kept, labelled or not, and every labelled
-  one beyond them too, like ``protect``; a label never makes another version go.
+  one beyond them too, like ``protect``, and every label's rollback targets (its last
+  ``ROLLBACK_DEPTH`` previous holders), so a ``rollback`` never finds its version
+  gone; a label never makes another version go. Why each version stays is
+  ``storage.kept`` (``retention_plan``), which ``keras-export versions`` shows.
   The labels are read before choosing and again right before each removal, so a
   label set meanwhile still saves its version. A ``labels.json`` that cannot be
   read stops the run (``StorageError``): nothing is removed on a guess.
@@ -50,7 +53,8 @@ from export_core.errors import ExportValidationError
 from export_core.storage.backend import LAST_FILES, MANIFEST_FILE, Destination
 from export_core.storage.direct import abandon
 from export_core.storage.idempotent import entries, read_if_present, remove_if_present
-from export_core.storage.label_file import load_document
+from export_core.storage.kept import kept_because, label_reasons, version_states
+from export_core.storage.label_file import LabelDocument, load_document
 from export_core.storage.names import (
     CLAIMS_DIR,
     STAGING_PREFIX,
@@ -110,8 +114,9 @@ def prune_versions(
 
     Only integer folders holding ``saved_model.pb`` (or ``.pbtxt``) and the
     manifest count and can go; anything else (staging, half-written or foreign
-    folders) is never touched, nor is ``protect`` or a labelled version (which count
-    among the ``keep`` newest when they are). A folder with the proto but no
+    folders) is never touched, nor is ``protect``, the newest complete version, a
+    labelled version or a label's rollback target (which count among the ``keep``
+    newest when they are): ``retention_plan`` says which. A folder with the proto but no
     manifest, as tools older than the manifest wrote them, counts as complete only
     when its name, read as the unix seconds ``claim_version`` took it from, is at
     least ``older_than`` old: a publish that recent may still be writing.
@@ -133,24 +138,41 @@ def prune_versions(
     """
     if keep < 1:
         raise ExportValidationError(f"keep_versions must be >= 1, got {keep}.")
-    cutoff = time.time() - _seconds(older_than)
-    numbers = (version_number(name) for name, _path in entries(dest, dest.path))
-    versions = sorted(v for v in numbers if v is not None)
-    complete = [v for v in versions if _is_complete(dest, v, cutoff)]
-    # The newest complete version is what TF Serving serves: it always stays.
-    spared = {protect, *_labelled(dest), *complete[-1:]}
-    doomed = [v for v in complete[: max(0, len(complete) - keep)] if v not in spared]
+    plan = retention_plan(dest, keep, protect, older_than=older_than)
     removed = []
-    for version in doomed:
-        if version not in _labelled(dest):  # labelled since the first read: it stays
+    for version in (v for v, reasons in plan.items() if not reasons):
+        # Labelled, or made a rollback target, since the plan was made: it stays.
+        if version not in label_reasons(load_document(dest)):
             _remove_version(dest, version)
             removed.append(version)
     return removed
 
 
-def _labelled(dest: Destination) -> set[int]:
-    """Versions some label points at; none when the base has no ``labels.json``."""
-    return set(load_document(dest).labels.values())
+def retention_plan(
+    dest: Destination,
+    keep: int | None = None,
+    protect: int | None = None,
+    *,
+    older_than: Seconds = STALE_AFTER,
+    document: LabelDocument | None = None,
+) -> dict[int, tuple[str, ...]]:
+    """Every version folder of ``dest``, oldest first -> why retention keeps it.
+
+    The reasons are ``storage.kept``'s (``newest``, ``keep``, ``label:stable``,
+    ``rollback:stable``...); a version with none is what ``prune_versions`` with
+    the same arguments removes. ``keep`` None: what ``keep=1`` removes, without
+    marking the newest ``keep`` ones. ``document`` saves a read of ``labels.json``
+    when the caller has it.
+
+    Raises:
+        ExportValidationError: ``keep`` < 1 or ``older_than`` < 0.
+        StorageError: The backend failed, or ``labels.json`` is not a label document.
+    """
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ExportValidationError(f"keep must be an integer >= 1, got {keep!r}.")
+    states = version_states(dest, time.time() - _seconds(older_than))
+    labels = load_document(dest) if document is None else document
+    return kept_because(states, labels, keep, protect)
 
 
 def sweep_staging(
@@ -230,13 +252,6 @@ def _sweep_claims(dest: Destination, folder: str, cutoff: float, untimed: bool) 
 
 def _abandoned(created: float | None, cutoff: float, untimed: bool) -> bool:
     return untimed if created is None else created <= cutoff
-
-
-def _is_complete(dest: Destination, version: int, cutoff: float) -> bool:
-    names = {name for name, _path in entries(dest, dest.join(str(version)))}
-    if not names.intersection(LAST_FILES):
-        return False
-    return MANIFEST_FILE in names or version <= cutoff
 
 
 def _remove_version(dest: Destination, version: int) -> None:

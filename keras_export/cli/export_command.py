@@ -174,6 +174,7 @@ def run_export_command(args, options: dict | None, stream) -> dict:
                 allow_breaking_signature=args.allow_breaking_signature,
                 warmup=args.warmup,
                 cast_inputs=args.cast_inputs,
+                signing_key=args.signing_key,
             )
         finally:
             bar.close()

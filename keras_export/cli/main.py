@@ -50,6 +50,10 @@ def preflight(args) -> dict | None:
             from keras_export.blocks import check_blocks_exist
 
             check_blocks_exist(args.credentials, args.source_credentials)
+        if args.signing_key:
+            from keras_export.signing_key import check_signing_key
+
+            check_signing_key(args.signing_key)  # a key file: loaded now; a block: exists
         if not args.credentials and pf.scheme_of(args.dest) != "file":
             # A store that does not answer fails here, in seconds, not after
             # TensorFlow and Prefect have started (a block needs Prefect: later).
@@ -62,8 +66,17 @@ def preflight(args) -> dict | None:
             require_label(args.dest, args.compare_label, options)
     elif args.command == "gc":
         pf.check_keep(args.keep, "--keep")
+    elif args.command == "versions":
+        from export_core.registry.where import parse_conditions
+
+        pf.check_keep(args.keep, "--keep")
+        parse_conditions(args.where)
     elif args.command == "verify" and args.model:
         pf.check_model_file(args.model)
+    if registry_commands.required_public_key(args):
+        from export_core.artifacts.signing import load_public_key
+
+        load_public_key(args.public_key)
     for path in (getattr(args, "path", None), getattr(args, "base", None)):
         if path is not None:
             pf.check_scheme(path, "Path")
@@ -99,12 +112,18 @@ def run_command(args, stream) -> Any:
 
                 model = source_file.load_keras_source(args.model, None, source_options)
             return reverify.verify_saved_model(
-                args.path, model=model, storage_options=options, progress=bar, full=args.full
+                args.path,
+                model=model,
+                storage_options=options,
+                progress=bar,
+                full=args.full,
+                public_key=args.public_key,
             )
     finally:
         bar.close()
     if args.command == "versions":
-        return [v.to_dict() for v in versions.list_versions(args.base, options)]
+        listed = versions.list_versions(args.base, options, keep=args.keep, where=args.where)
+        return [v.to_dict() for v in listed]
     if args.command == "diff":
         return versions.diff_versions(args.old, args.new, options)
     dest = storage.Destination.parse(args.base, options)

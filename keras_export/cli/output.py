@@ -40,10 +40,12 @@ def render(command: str, result: Any, field: str | None = None) -> str:
     if command == "verify":
         p = result["parity"]
         checked = "match the manifest" if result["manifest_checked"] else "unchecked (no manifest)"
+        signed = result.get("signature")
+        signed_by = f"; signed by {signed['key_fingerprint']}" if signed else ""
         return (
             f"OK {result['path']}: modes {', '.join(result['modes'])}; files {checked}"
-            f"; loaders {', '.join(p['loaders'])}; max |diff| {p['max_abs_diff']:.3g} "
-            f"vs {result['compared_with']}"
+            f"{signed_by}; loaders {', '.join(p['loaders'])}; max |diff| "
+            f"{p['max_abs_diff']:.3g} vs {result['compared_with']}"
         )
     if command == "versions":
         if not result:
@@ -57,6 +59,8 @@ def render(command: str, result: Any, field: str | None = None) -> str:
                 row += f"  [{', '.join(v['labels'])}]"
             if field:
                 row += f"  {field}={(v.get('metadata') or {}).get(field, '-')}"
+            # Why gc keeps it (export_core.storage.kept); "-": gc --keep 1 (or --keep N) removes it
+            row += f"  kept: {', '.join(v.get('kept_because') or ['-'])}"
             rows.append(f"{row}  {v['path']}")
         return "\n".join(rows)
     if command == "diff":

@@ -117,6 +117,12 @@ def add_export_command(command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     export.add_argument("--warmup", action="store_true", help="write TF Serving warm-up requests")
     export.add_argument(
+        "--signing-key",
+        metavar="PEM|secret/NAME",
+        help="sign the version with this Ed25519 private key (a PEM file, or a Prefect "
+        "Secret block holding one)",
+    )
+    export.add_argument(
         "--no-timestamp",
         action="store_true",
         help="write into DEST itself (must be missing or empty)",
@@ -132,11 +138,26 @@ def add_version_commands(command: Callable[..., argparse.ArgumentParser]) -> Non
     verify.add_argument("path")
     verify.add_argument("--model", help="a .keras model to compare predictions with")
     verify.add_argument("--full", action="store_true", help=FULL_HELP)
+    verify.add_argument(
+        "--public-key",
+        metavar="PEM",
+        help="require the version to be signed by this Ed25519 public key's private key",
+    )
 
     versions = command("versions", help="list versions, newest last")
     versions.add_argument("base")
     versions.add_argument(
         "--field", metavar="NAME", help="show this metadata field per version (e.g. auc)"
+    )
+    versions.add_argument(
+        "--where",
+        action="append",
+        metavar="EXPR",
+        help="only versions whose recorded metadata meets EXPR, e.g. 'metadata.auc>=0.9' "
+        "(ops >=, <=, >, <, ==, !=; repeat: all must hold)",
+    )
+    versions.add_argument(
+        "--keep", type=int, metavar="N", help="show what 'gc --keep N' would keep, and why"
     )
 
     diff = command("diff", help="compare two versions' serving signatures (exit 4 if breaking)")

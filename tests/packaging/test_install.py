@@ -57,7 +57,7 @@ def test_wheel_installs_only_names_that_belong_to_the_project(dist):
     }
     installed = {
         n.replace("keras_export/", "", 1)
-        if n.startswith("keras_export/f") or n.startswith("keras_export/t")
+        if n.startswith(("keras_export/flows/", "keras_export/tasks/"))
         else n
         for n in names
     }
@@ -199,39 +199,6 @@ def test_a_keras_json_naming_another_backend_does_not_reach_the_cli(tmp_path):
     )
     assert "keras/src/backend/jax" not in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert run.returncode in (0, 2), run.stderr
-
-
-@pytest.fixture(scope="session")
-def torch_python() -> str:
-    """A Python with this venv's packages plus PyTorch, made once and kept in the venv.
-
-    PyTorch is there only to give Keras another backend to start with; it is not
-    a dependency. This kind of machine keeps a CPU wheel of it on disk.
-    """
-    import glob
-    import sysconfig
-
-    side = os.path.join(sys.prefix, "side-torch")
-    python = os.path.join(side, "bin", "python")
-    if not os.path.exists(os.path.join(side, ".ready")):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", side], check=True, timeout=300)
-        purelib = sysconfig.get_paths()["purelib"]
-        site_packages = subprocess.run(
-            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        with open(os.path.join(site_packages, "_parent_venv.pth"), "w") as handle:
-            handle.write(f"import site; site.addsitedir({purelib!r})\n")
-        wheels = sorted(glob.glob("/opt/wheels/torch-*cpu*.whl"))
-        subprocess.run(
-            [python, "-m", "pip", "install", "-q", wheels[-1] if wheels else "torch"],
-            check=True,
-            timeout=1800,
-        )
-        open(os.path.join(side, ".ready"), "w").close()
-    return python
 
 
 def test_keras_already_running_another_backend_gets_a_clear_error(torch_python):

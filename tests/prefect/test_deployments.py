@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 
 import httpx
+import keras
 import pytest
 from numpy.testing import assert_allclose
 
@@ -105,6 +107,29 @@ def finished_run(api, deployment_id: str) -> dict | None:
     return done[0] if done else None
 
 
+def finished_runs(api, deployment_id: str, count: int) -> list[dict] | None:
+    """The deployment's flow runs once ``count`` of them have finished."""
+    runs = flow_runs(api, deployment_id)
+    done = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+    return done if len(done) >= count else None
+
+
+TRAIN_WITH_CALLBACK = """
+import json, pathlib, sys
+import numpy as np
+from keras_export.callbacks import ExportCallback
+from tests import models
+
+model = models.functional_regressor()
+x, y = models.regression_batch(32)
+callback = ExportCallback(sys.argv[1], sys.argv[2], monitor="val_loss", save_best_only=True,
+                          metadata={"dataset": "synthetic-v1"})
+model.fit(x, y, validation_split=0.25, epochs=4, batch_size=8, verbose=0, callbacks=[callback])
+pathlib.Path(sys.argv[1]).with_name("announced.json").write_text(
+    json.dumps({**callback.announced, "best": callback.best}))
+"""
+
+
 def test_served_deployments_schedule_trigger_and_announce(server, tmp_path):
     env, api, home = server
     source, registry = tmp_path / "runs", tmp_path / "registry"
@@ -135,8 +160,13 @@ def test_served_deployments_schedule_trigger_and_announce(server, tmp_path):
             "the triggered deployment",
         )
 
-        model = models.functional_regressor()
-        model.save(source / "churn.keras")
+        # A training script with the callback: a real fit, the best epoch saved and
+        # announced with its metrics. Then an event from a sender with no metrics.
+        subprocess.run(
+            [sys.executable, "-c", TRAIN_WITH_CALLBACK, str(source / "churn.keras"), str(registry)],
+            env=env, cwd=ROOT, check=True, timeout=300,
+        )  # fmt: skip
+        plain = tmp_path / "plain"
         emit = (
             "from prefect.events import emit_event\n"
             "from prefect.events.worker import EventsWorker\n"
@@ -147,32 +177,44 @@ def test_served_deployments_schedule_trigger_and_announce(server, tmp_path):
             "EventsWorker.drain_all()\n"
         )
         subprocess.run(
-            [sys.executable, "-c", emit, str(source / "churn.keras"), str(registry)],
+            [sys.executable, "-c", emit, str(source / "churn.keras"), str(plain)],
             env=env,
             check=True,
             timeout=120,
         )
 
-        run = wait_for(lambda: finished_run(api, triggered["id"]), "the triggered run to finish")
-        assert run["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        runs = wait_for(lambda: finished_runs(api, triggered["id"], 2), "the triggered runs")
+        assert all(r["state_type"] == "COMPLETED" for r in runs), (
+            tmp_path / "serve.log"
+        ).read_text()[-3000:]
+        run = next(r for r in runs if r["parameters"]["destination"] == str(registry))
         assert run["parameters"]["model"] == str(source / "churn.keras")
         (version,) = os.listdir(registry)
         x, _ = models.regression_batch()
+        best = keras.saving.load_model(source / "churn.keras")
         served = models.tf1_predict(str(registry / version), {"features": x})["prediction"]
-        assert_allclose(served, model.predict(x, verbose=0), atol=1e-5)
+        assert_allclose(served, best.predict(x, verbose=0), atol=1e-5)
+        announced = json.loads((source / "announced.json").read_text())
+        manifest = json.loads((registry / version / "export_manifest.json").read_text())
+        recorded = manifest["lineage"]["metadata"]
+        assert recorded == announced["metadata"] and recorded["monitor"] == "val_loss"
+        assert recorded["val_loss"] == announced["metrics"]["val_loss"] == announced["best"]
+        assert recorded["dataset"] == "synthetic-v1" and recorded["epoch"] >= 1
+        (plain_version,) = os.listdir(plain)  # no metadata in the event: none recorded
+        plain_manifest = json.loads((plain / plain_version / "export_manifest.json").read_text())
+        assert plain_manifest["lineage"]["metadata"] == {}
 
-        published = wait_for(
-            lambda: events_named(api, "model.version.published"),
-            "the model.version.published event",
-        )
-        payload = published[0]["payload"]
-        assert payload["uri"] == str(registry / version) and str(payload["version"]) == version
-        assert payload["model"] == "churn"
-        assert published[0]["resource"]["prefect.resource.name"] == "churn"
-        exported = wait_for(
-            lambda: events_named(api, "keras.model.exported"), "keras.model.exported"
-        )
-        lineage = exported[0]["payload"]["lineage"]
+        def event_of(name: str, uri: str):
+            found = [e for e in events_named(api, name) if e["payload"]["uri"] == uri]
+            return found[0] if len(found) == 1 else None
+
+        mine = wait_for(lambda: event_of("model.version.published", str(registry / version)),
+                        "the model.version.published event")  # fmt: skip
+        assert str(mine["payload"]["version"]) == version and mine["payload"]["model"] == "churn"
+        assert mine["resource"]["prefect.resource.name"] == "churn"
+        mine = wait_for(lambda: event_of("keras.model.exported", str(registry / version)),
+                        "keras.model.exported")  # fmt: skip
+        lineage = mine["payload"]["lineage"]
         assert lineage["prefect"]["flow_run_id"] == run["id"]
         assert lineage["prefect"]["deployment_name"] == "on-training-completed"
         assert lineage["source"]["uri"] == str(source / "churn.keras")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -134,10 +135,52 @@ def test_flow_writes_manifest_artifact_and_prunes_old_versions(prefect_api, tmp_
     assert {"tensorflow", "keras", "python"} <= set(manifest.versions)
     assert result["signatures"]["serving_default"]["inputs"][0]["name"] == "features"
 
+    # A second publish to the same base: one artifact key per base keeps both versions
+    # in its history, and each publish is a materialization of the base's asset
+    # downstream of its source file.
+    second = export_keras_model(model=str(source), destination=str(registry))
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.events.worker import EventsWorker
+
+    from keras_export.tasks.announce import artifact_key
+
+    key = artifact_key(str(registry))
+    assert key.startswith("keras-export-") and key == key.lower()
+    assert artifact_key(str(tmp_path / "other")) != key
+    EventsWorker.drain_all()
     with get_client(sync_client=True) as client:
-        artifact = client.read_latest_artifacts()
-    markdown = [a for a in artifact if a.key == "keras-export"][0].data
-    assert result["path"] in markdown and "serving_default" in markdown
+        history = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=[key])))  # fmt: skip
+        for _ in range(120):  # the server stores events a moment after receiving them
+            events = [e for e in all_events(client) if e.event.startswith("prefect.asset.")]
+            materialized = [
+                e for e in events if e.event == "prefect.asset.materialization.succeeded"
+                and e.resource.id == f"file://{registry}"
+            ]  # fmt: skip
+            if len(materialized) >= 2:
+                break
+            time.sleep(0.5)
+    published = [r["path"] for r in (result, second)]
+    assert sorted(p for a in history for p in published if p in a.data) == sorted(published)
+    assert all("serving_default" in a.data for a in history)
+    assert sorted(e.payload["version"] for e in materialized) == sorted(
+        r["version"] for r in (result, second)
+    )
+    for event in materialized:
+        related = {(r.id, r.role) for r in event.related}
+        assert (f"file://{source}", "asset") in related
+        assert event.payload["source_sha256"] == manifest.source["sha256"]
+    referenced = [e for e in events if e.event == "prefect.asset.referenced"]
+    assert f"file://{source}" in {e.resource.id for e in referenced}
+
+
+def all_events(client) -> list:
+    page, events = client.read_events(limit=50), []
+    while True:
+        events += list(page.events)
+        if not page.next_page:
+            return events
+        page = client.read_events_page(str(page.next_page))
 
 
 def test_batch_flow_exports_in_parallel_and_survives_one_failure(prefect_api, tmp_path):
@@ -203,7 +246,7 @@ def test_flow_publishes_to_object_store_servers(prefect_api, request, tmp_path, 
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        artifacts = [a for a in client.read_latest_artifacts() if a.key == "keras-export"]
+        artifacts = [a for a in client.read_latest_artifacts() if a.key.startswith("keras-ex")]
     assert artifacts and all(secret not in str(a.data) for a in artifacts)
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{bucket}/registry", detail=False))
     assert names == [str(result["version"])]
@@ -293,11 +336,11 @@ def test_flow_retry_after_publish_reuses_the_version_instead_of_a_second_copy(
 
     real_announce, calls = flow_module.announce, []
 
-    def announce_failing_once(result, source):
+    def announce_failing_once(result, source, base):
         calls.append(result["version"])
         if len(calls) == 1:
             raise ConnectionError("lost the API after publishing (injected)")
-        return real_announce(result, source)
+        return real_announce(result, source, base)
 
     monkeypatch.setattr(flow_module, "announce", announce_failing_once)
     registry = tmp_path / "registry"

@@ -143,10 +143,10 @@ def test_retention_keeps_labelled_versions_beyond_keep(backend):
     dest = storage.Destination.parse(backend.base, backend.options)
     assert storage.prune_versions(dest, keep=2, protect=4) == [2]
     assert numbered(backend) == [1, 3, 4, 5, 6, publishing]
-    labels.promote(backend.base, 5, "canary", backend.options)  # 3 loses its label
+    labels.promote(backend.base, 5, "canary", backend.options)  # 3: canary's rollback target
     collected = storage.collect_garbage(dest, keep=2)
-    assert collected.to_dict() == {"pruned": [3, 4], "swept": []}
-    assert numbered(backend) == [1, 5, 6, publishing]
+    assert collected.to_dict() == {"pruned": [4], "swept": []}
+    assert numbered(backend) == [1, 3, 5, 6, publishing]
 
 
 def test_retention_spares_a_version_labelled_while_it_runs(backend):

@@ -29,6 +29,7 @@ import fsspec
 import pytest
 
 from tests.helpers import CLI, ROOT
+from tests.servers import GCSServer, SlowProxy
 
 pytestmark = pytest.mark.load
 
@@ -153,9 +154,25 @@ def kill_mid_upload(fs, path: str, victim: subprocess.Popen, backend: str) -> st
     raise AssertionError(f"never saw the victim mid-upload (exit {victim.poll()})")
 
 
+def slowed_server(backend: str, request) -> tuple:
+    """The store, and a slow proxy in front of it for the victim. GCS hands out upload
+    links on its external URL, so there the proxy is that URL, of a server of its own."""
+    if backend == "s3":
+        server = request.getfixturevalue("s3_process_server")
+        slow = SlowProxy(int(server.url.rsplit(":", 1)[1])).start()
+    else:
+        server = GCSServer()
+        slow = SlowProxy(server.port).start()
+        server.external_url = slow.url
+        server.start()
+        request.addfinalizer(server.stop)
+    request.addfinalizer(slow.stop)
+    return server, slow
+
+
 @pytest.mark.parametrize("backend", ["s3", "gcs"])
 def test_sixteen_writers_and_gc_share_one_base(backend, request):
-    server = request.getfixturevalue("s3_process_server" if backend == "s3" else "gcs_server")
+    server, slow = slowed_server(backend, request)
     options = server.storage_options()
     scheme = "s3" if backend == "s3" else "gs"
     bucket = f"load{uuid.uuid4().hex[:10]}"
@@ -163,8 +180,10 @@ def test_sixteen_writers_and_gc_share_one_base(backend, request):
     fs, _ = fsspec.core.url_to_fs(f"{scheme}://{bucket}", **options)
     fs.mkdir(bucket)
     base_path, base = f"{bucket}/registry", f"{scheme}://{bucket}/registry"
-    # The victim exports a 64 MB kernel alone first, and dies half-way through its upload.
-    victim = start_writer(base, options, 4096)
+    # The victim exports a 64 MB kernel alone first, and dies half-way through its upload,
+    # which goes through a proxy slowing it to several seconds: a window the poll below
+    # sees on a busy machine too.
+    victim = start_writer(base, {**options, "endpoint_url": slow.url}, 4096)
     killed = kill_mid_upload(fs, base_path, victim, backend)
     watcher = Watcher(fs, base_path)
     watcher.start()
