@@ -155,7 +155,13 @@ class ExportCallback(keras.callbacks.Callback):
     def _save(self, epoch: int, logs: Mapping[str, Any] | None) -> None:
         """The save itself: the ``.keras`` file, written whole or not at all."""
         metrics = plain_metrics(logs)
-        uri = self.model_uri.format(epoch=epoch + 1, **metrics)
+        try:
+            uri = self.model_uri.format(epoch=epoch + 1, **metrics)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ExportValidationError(
+                f"model_uri {self.model_uri!r} names {exc}, which is neither 'epoch' nor a "
+                f"log of this epoch ({sorted(metrics)}); e.g. 'runs/churn-{{epoch:02d}}.keras'."
+            ) from exc
         local = os.path.join(tempfile.mkdtemp(prefix="keras-export-fit-"), "model.keras")
         self.model.save(local)
         with open(local, "rb") as handle:
@@ -181,8 +187,7 @@ class ExportCallback(keras.callbacks.Callback):
                 partial = os.path.join(
                     os.path.dirname(dest.path) or ".", f".{os.path.basename(dest.path)}.partial"
                 )
-                with open(local, "rb") as src, open(partial, "wb") as out:
-                    out.write(src.read())
+                shutil.copyfile(local, partial)
                 os.replace(partial, dest.path)  # pollers of the folder never see half a file
             else:
                 dest.fs.put_file(local, dest.path)

@@ -149,6 +149,13 @@ def test_a_model_uri_that_cannot_be_written_keeps_the_model_locally(tmp_path):
     assert_allclose(saved.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
+def test_a_model_uri_naming_an_unknown_log_says_which_logs_exist(tmp_path):
+    callback = ExportCallback(str(tmp_path / "m-{val_auc:.2f}.keras"), str(tmp_path / "r"))
+    with pytest.raises(ExportValidationError, match="neither 'epoch' nor a log") as caught:
+        fit(callback, epochs=1)
+    assert "'val_loss'" in str(caught.value) and not list(tmp_path.glob("*.keras"))
+
+
 @pytest.mark.parametrize(
     "arguments, words",
     [
