@@ -126,7 +126,8 @@ class Terminated(KeyboardInterrupt):
 
 def raise_on_sigterm() -> None:
     """From now on the first SIGTERM raises ``Terminated``; later ones are ignored, so
-    that the cleanup the first one started runs to its end."""
+    that the cleanup the first one started runs to its end. SIGINT raises
+    ``KeyboardInterrupt``, always."""
     import signal
 
     def terminate(signum: int, frame: Any) -> None:
@@ -134,6 +135,15 @@ def raise_on_sigterm() -> None:
         raise Terminated()
 
     signal.signal(signal.SIGTERM, terminate)
+    # Ctrl-C raises KeyboardInterrupt wherever the command is, from a handler of our own:
+    # asyncio.run (which Prefect's sync calls may use in this thread) replaces only
+    # Python's default handler, with one that cancels its task instead, and a
+    # cancellation absorbed by a retrying client would lose the Ctrl-C.
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt()
 
 
 def classify(exc: BaseException, command: str) -> tuple[str, int]:
