@@ -39,12 +39,12 @@ setup_lowest() {
   if [ ! -x "$LOWEST_VENV/bin/python" ]; then
     "$PY" -m venv "$LOWEST_VENV"
   fi
-  stamp="$LOWEST_VENV/.installed-$(echo "$LOWEST_TF" | sha256sum | cut -c1-16)"
+  # One resolve for TensorFlow and the rest, so pip keeps TF 2.19's numpy<2.2 and protobuf<6.
+  set -- "$LOWEST_TF" 'keras>=3.15,<4' 'numpy>=1.26' 'fsspec>=2026.9' 's3fs>=2026.9' \
+    'gcsfs>=2026.9' 'cryptography>=42' 'pytest>=8' 'pytest-timeout>=2.3' 'pytest-xdist>=3.6'
+  stamp="$LOWEST_VENV/.installed-$(echo "$*" | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
-    # One resolve for TensorFlow and the rest, so pip keeps TF 2.19's numpy<2.2 and protobuf<6.
-    "$LOWEST_VENV/bin/python" -m pip install -q "$LOWEST_TF" 'keras>=3.15,<4' 'numpy>=1.26' \
-      'fsspec>=2026.9' 's3fs>=2026.9' 'gcsfs>=2026.9' 'cryptography>=42' 'pytest>=8' \
-      'pytest-timeout>=2.3'
+    "$LOWEST_VENV/bin/python" -m pip install -q "$@"
     rm -f "$LOWEST_VENV"/.installed-* && touch "$stamp"
   fi
 }
@@ -53,7 +53,7 @@ test_lowest() {
   setup_lowest
   echo "== core export tests on $("$LOWEST_VENV/bin/python" -c 'import tensorflow as tf; print("TensorFlow", tf.__version__)' 2>/dev/null)"
   # shellcheck disable=SC2086
-  PYTHONPATH="$PWD" "$LOWEST_VENV/bin/python" -m pytest -q -p no:cacheprovider $CORE_TESTS
+  PYTHONPATH="$PWD" "$LOWEST_VENV/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $CORE_TESTS
 }
 
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
