@@ -103,12 +103,13 @@ class ExportCallback(keras.callbacks.Callback):
         self.result: Any = None  # run_export's ExportResult, with export=True
         self.announced: dict[str, Any] | None = None  # the event's payload, once sent
         self._epoch = -1
+        self._resolved: dict[str, Any] | None = None  # the block's options, this fit
 
     # Keras hooks ---------------------------------------------------------------------
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         self.best, self.saved, self.result, self.announced = None, None, None, None
-        self._epoch = -1
+        self._epoch, self._resolved = -1, None
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._epoch = epoch
@@ -201,11 +202,15 @@ class ExportCallback(keras.callbacks.Callback):
             return None
 
     def _storage_options(self) -> dict[str, Any]:
+        """The options for ``model_uri``; a credentials block is loaded once per ``fit``,
+        not at every improving epoch (each load is a call to the Prefect API)."""
         if self.credentials is None:
             return dict(self.options)
-        from keras_export.credentials import storage_access
+        if self._resolved is None:
+            from keras_export.credentials import storage_access
 
-        return storage_access(self.credentials, self.options).storage_options()
+            self._resolved = storage_access(self.credentials, self.options).storage_options()
+        return dict(self._resolved)
 
     def lineage_metadata(self) -> dict[str, Any]:
         """What the version's manifest records: the metrics, the epoch, the user's metadata."""
