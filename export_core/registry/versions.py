@@ -16,6 +16,7 @@ from export_core import constants as c
 from export_core import storage
 from export_core.errors import ExportValidationError, VerificationError
 from export_core.registry.where import matches_all, parse_conditions
+from export_core.storage.kept import INCOMPLETE
 from export_core.storage.label_file import load_document
 
 
@@ -81,7 +82,7 @@ def list_versions(
     infos = []
     for version, kept in plan.items():
         folder = dest.join(str(version))
-        complete = any(dest.fs.exists(f"{folder}/{name}") for name in storage.LAST_FILES)
+        complete = INCOMPLETE not in kept  # the plan listed the folder: no second look
         manifest = _read_manifest(dest, folder)
         metadata = ((manifest or {}).get("lineage") or {}).get("metadata")
         if not matches_all(metadata, conditions):
